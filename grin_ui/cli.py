@@ -22,6 +22,39 @@ def _serve(args) -> int:
     return 0
 
 
+def _progress(fraction: float, message: str) -> None:
+    print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
+
+
+def _teach(args) -> int:
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from grin_ui.config import TeachConfig
+    from grin_ui.data import load_file
+    from grin_ui.models import load_model
+    from grin_ui.teach import teach
+
+    data = load_file(args.data).records
+    retain = load_file(args.retain).records if args.retain else []
+    cfg = TeachConfig(**{k: v for k, v in (("lr", args.lr), ("max_epochs", args.epochs),
+                                           ("batch_size", args.batch_size), ("seed", args.seed)) if v is not None})
+    lm = load_model(args.model, progress=lambda m: _progress(0.0, m))
+    result = teach(lm, data, retain, cfg, progress=_progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lm.model.save_pretrained(out)
+    lm.tokenizer.save_pretrained(out)
+    (out / "teach.json").write_text(json.dumps(asdict(result), indent=1))
+    print(f"taught {len(data)} examples in {result.epochs} epochs ({result.seconds:.0f} s): answer hit rate "
+          f"{result.before['forget']:.0%} -> {result.after['forget']:.0%}; saved to {out}")
+    if not result.reached:
+        print(f"grin-ui: warning: the target hit rate {cfg.target_hit_rate:.0%} was not reached in "
+              f"{cfg.max_epochs} epochs; try --epochs or --lr", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="grin-ui",
@@ -34,6 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     s.add_argument("--model", default="default", help="model loaded at start: default, a hub id or a directory")
     s.set_defaults(func=_serve)
+
+    t = sub.add_parser("teach", help="fine-tune a model until it knows the given data (e.g. fictitious facts)")
+    t.add_argument("--model", default="default", help="default, a hub id or a directory")
+    t.add_argument("--data", required=True, help="examples to teach (.txt .jsonl .json .csv .tsv .parquet)")
+    t.add_argument("--retain", help="further examples trained along (not part of the stopping check)")
+    t.add_argument("--out", required=True, help="directory to write the taught model to (loads as a model)")
+    t.add_argument("--lr", type=float, help="learning rate (default: TeachConfig.lr)")
+    t.add_argument("--epochs", type=int, help="maximum epochs (default: TeachConfig.max_epochs)")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seed", type=int)
+    t.set_defaults(func=_teach)
     return p
 
 
