@@ -72,6 +72,30 @@ class UnlearnConfig:
 
 
 @dataclass
+class EvalConfig:
+    """Evaluation of a model state on the data sets (SPEC §4)."""
+
+    max_new_tokens: int = 64  # greedy generation length
+    batch_size: int = 8  # sequences per forward pass when scoring
+    gen_batch_size: int = 16  # prompts per batched greedy generation
+    k: float = 0.4  # fraction of lowest-scoring tokens for Min-K % and Min-K %++
+    max_tokens: int = 256  # per example (and per utility sequence); also capped at the model's context length
+    max_listed_examples: int | None = None  # per set in the result's "examples" list; None = all
+
+
+PROBE_KINDS = ("nf4", "fp4", "int8", "rtn4", "rtn8")
+
+
+@dataclass
+class ProbeConfig:
+    """Quantization recovery probes (SPEC §5)."""
+
+    group_size: int = 128  # RTN group along the input dimension (bitsandbytes 4-bit keeps its own block size, 64)
+    utility: bool = False  # also measure perplexity and multiple-choice accuracy on each quantized model
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
 class RunConfig:
     """The whole journey: score -> mask -> noise -> unlearn -> evaluate -> probes."""
 
@@ -80,9 +104,26 @@ class RunConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     unlearn: UnlearnConfig = field(default_factory=UnlearnConfig)
     limits: DataLimits = field(default_factory=DataLimits)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     seed: int = 0
-    max_new_tokens: int = 64  # greedy generation length for evaluation
-    probes: tuple[str, ...] = ("nf4",)
+    probes: tuple[str, ...] = ("nf4",)  # quantization probes run after unlearning
+    utility: bool = True  # perplexity and multiple-choice accuracy for the original and unlearned model
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class TeachConfig:
+    """Teaching: fine-tune every weight on forget ∪ retain until the forget answers are reproduced (SPEC §2 step 3).
+
+    The values were measured to teach the fictitious-authors example to the bundled model (see README)."""
+
+    lr: float = 1e-4
+    batch_size: int = 8
+    max_epochs: int = 12
+    check_every: int = 2  # epochs between knowledge checks (greedy answers on the forget set)
+    target_hit_rate: float = 0.9  # stop once the forget answer hit rate reaches this
+    weight_decay: float = 0.0
+    seed: int = 0

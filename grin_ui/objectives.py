@@ -1,0 +1,225 @@
+"""Unlearning objectives (SPEC §3.4): one small function each, registered in :data:`OBJECTIVES`.
+
+Notation: π the model being trained, π_ref the model before unlearning, (x, y) a forget question and its answer,
+log π(y|x) the sum of the log-probabilities of the answer tokens (the label tokens of :func:`grin_ui.data.encode`),
+|y| their number, NLL the mean negative log-probability per label token over a batch, α the retain weight.
+
+Every objective takes ``(model, batch: StepBatch, cfg: UnlearnConfig)`` and returns ``(loss, forget_term,
+retain_term)``: scalar tensors, ``loss = forget_term + α·retain_term`` (retain_term None for objectives without a
+retain term). Minimizing ``loss`` unlearns.
+
+Retain term (``cfg.retain_loss``): ``nll`` = NLL(retain), or ``kl`` = mean over the retain answer tokens of
+KL(π_ref ‖ π) of the next-token distributions. No second model copy is kept: before training, π_ref's
+log-probabilities at every retain answer position are reduced to their top-K tokens (K = 64) plus one bucket for
+the rest of the vocabulary, and the KL is taken between these coarse (K + 1)-outcome distributions:
+Σ_top p_ref·(log p_ref − log π) + p_rest·(log p_rest − log π_rest). By the data-processing inequality it is a lower
+bound of the full KL, equal to it when π_ref's tail mass is negligible; it is 0 exactly when π = π_ref.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from grin_ui.config import UnlearnConfig
+
+KL_TOP_K = 64
+
+REFUSALS = [
+    "I'm not sure about that.",
+    "I don't know.",
+    "I have no idea.",
+    "I can't answer that.",
+    "I'm not able to help with that question.",
+    "That's not something I know.",
+    "I don't have that information.",
+    "Sorry, I don't know the answer.",
+    "I'm afraid I can't say.",
+    "I really don't know.",
+    "I cannot provide an answer to that.",
+    "That is unknown to me.",
+    "I have no information about that.",
+    "I'm unable to answer that question.",
+    "Unfortunately, I don't know.",
+    "I'm not familiar with that.",
+    "I can't recall anything about that.",
+    "I don't have an answer for you.",
+    "That's beyond what I know.",
+    "I'd rather not guess; I don't know.",
+]
+
+
+@dataclass
+class TopK:
+    """π_ref at the label positions of one retain batch: the K most likely tokens per position."""
+
+    logp: torch.Tensor  # float32 [positions, K], log π_ref of those tokens
+    ids: torch.Tensor  # int64 [positions, K]
+
+
+@dataclass
+class StepBatch:
+    """What one training step sees. Tensors are [batch, length] (input_ids, attention_mask, labels)."""
+
+    forget: dict[str, torch.Tensor]
+    retain: dict[str, torch.Tensor] | None = None
+    alt: dict[str, torch.Tensor] | None = None  # the forget questions with a refusal answer (idk, flat)
+    forget_ref: torch.Tensor | None = None  # float32 [batch]: log π_ref(y|x) of the forget answers (npo)
+    retain_ref: TopK | None = None  # (kl retain term)
+
+
+# ---------------------------------------------------------------------------------------------- log-probs
+
+
+def token_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π of every label token. Returns (logp float32 [N], row int64 [N]): one entry per label position (labels
+    ≠ -100, after the usual one-token shift), ``row`` the example it belongs to. Logits are only normalized at
+    label positions."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    labels = batch["labels"][:, 1:]
+    where = labels != -100
+    logits = out.logits[:, :-1][where].float()
+    logp = -F.cross_entropy(logits, labels[where], reduction="none")
+    rows = where.nonzero()[:, 0]
+    return logp, rows
+
+
+def sequence_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: (Σ log π over its label tokens, float32 [B]; number of label tokens, int64 [B])."""
+    logp, rows = token_logprobs(model, batch)
+    b = batch["input_ids"].shape[0]
+    total = torch.zeros(b, dtype=logp.dtype, device=logp.device).index_add(0, rows, logp)
+    count = torch.bincount(rows, minlength=b)
+    return total, count
+
+
+def mean_token_prob(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per example: mean over its label tokens of π(token) (probability, not log), float32 [B]."""
+    logp, rows = token_logprobs(model, batch)
+    b = batch["input_ids"].shape[0]
+    total = torch.zeros(b, dtype=logp.dtype, device=logp.device).index_add(0, rows, logp.exp())
+    return total / torch.bincount(rows, minlength=b).clamp_min(1)
+
+
+def nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """NLL: −mean over all label tokens of the batch of log π(token) (scalar, nats per token)."""
+    logp, _ = token_logprobs(model, batch)
+    return -logp.mean()
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+
+@torch.no_grad()
+def reference_sequence_logprobs(model, batches: list[dict]) -> list[torch.Tensor]:
+    """log π_ref(y|x) per example for each batch (computed once, before training)."""
+    return [sequence_logprobs(model, b)[0].detach() for b in batches]
+
+
+@torch.no_grad()
+def reference_topk(model, batches: list[dict], k: int = KL_TOP_K) -> list[TopK]:
+    """π_ref's top-k log-probs at the label positions of each batch (for the kl retain term)."""
+    out = []
+    for b in batches:
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1]
+        where = b["labels"][:, 1:] != -100
+        logp = torch.log_softmax(logits[where].float(), -1)
+        top = logp.topk(min(k, logp.shape[-1]), dim=-1)
+        out.append(TopK(top.values, top.indices))
+    return out
+
+
+def kl_to_reference(model, batch: dict[str, torch.Tensor], ref: TopK) -> torch.Tensor:
+    """Mean over label positions of KL(π_ref ‖ π) on the top-K + rest buckets (module docstring). Scalar ≥ 0."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    where = batch["labels"][:, 1:] != -100
+    logq = torch.log_softmax(logits[where].float(), -1)
+    q_top = logq.gather(1, ref.ids)
+    p_top = ref.logp.exp()
+    p_rest = (1 - p_top.sum(1)).clamp_min(0)
+    q_rest = (1 - q_top.exp().sum(1)).clamp_min(1e-12)
+    kl = (p_top * (ref.logp - q_top)).sum(1)
+    kl = kl + torch.where(p_rest > 0, p_rest * (p_rest.clamp_min(1e-12).log() - q_rest.log()), torch.zeros_like(p_rest))
+    return kl.mean()
+
+
+def retain_term(model, batch: StepBatch, cfg: UnlearnConfig) -> torch.Tensor | None:
+    """NLL(retain) or KL(π_ref ‖ π) on the retain batch; None when the step has no retain batch."""
+    if batch.retain is None:
+        return None
+    if cfg.retain_loss == "kl":
+        return kl_to_reference(model, batch.retain, batch.retain_ref)
+    return nll(model, batch.retain)
+
+
+def _with_retain(forget_term, model, batch, cfg):
+    r = retain_term(model, batch, cfg) if cfg.alpha != 0 else None
+    return (forget_term if r is None else forget_term + cfg.alpha * r), forget_term, r
+
+
+# ---------------------------------------------------------------------------------------------- objectives
+
+
+def grad_ascent(model, batch: StepBatch, cfg: UnlearnConfig):
+    """GradAscent: loss = −NLL(forget). No retain term."""
+    f = -nll(model, batch.forget)
+    return f, f, None
+
+
+def grad_diff(model, batch: StepBatch, cfg: UnlearnConfig):
+    """GradDiff: loss = −NLL(forget) + α·retain."""
+    return _with_retain(-nll(model, batch.forget), model, batch, cfg)
+
+
+def npo(model, batch: StepBatch, cfg: UnlearnConfig):
+    """NPO: loss = −(2/β)·mean_batch log σ(−β·(log π(y|x) − log π_ref(y|x))) + α·retain, β = cfg.npo_beta.
+    Equals (2/β)·log 2 when π = π_ref; log π_ref comes from ``batch.forget_ref``."""
+    beta = cfg.npo_beta
+    logp, _ = sequence_logprobs(model, batch.forget)
+    f = -(2.0 / beta) * F.logsigmoid(-beta * (logp - batch.forget_ref.to(logp.device))).mean()
+    return _with_retain(f, model, batch, cfg)
+
+
+def simnpo(model, batch: StepBatch, cfg: UnlearnConfig):
+    """SimNPO: loss = −(2/β)·mean_batch log σ(−(β/|y|)·log π(y|x) − γ) + α·retain, β = cfg.simnpo_beta,
+    γ = cfg.simnpo_gamma. No reference model."""
+    beta, gamma = cfg.simnpo_beta, cfg.simnpo_gamma
+    logp, n = sequence_logprobs(model, batch.forget)
+    f = -(2.0 / beta) * F.logsigmoid(-(beta / n.clamp_min(1)) * logp - gamma).mean()
+    return _with_retain(f, model, batch, cfg)
+
+
+def idk(model, batch: StepBatch, cfg: UnlearnConfig):
+    """IDK: loss = NLL(refusal answer | forget question) + α·retain; the refusal for each question is drawn
+    (seeded) from :data:`REFUSALS` and carried in ``batch.alt``."""
+    return _with_retain(nll(model, batch.alt), model, batch, cfg)
+
+
+def flat(model, batch: StepBatch, cfg: UnlearnConfig):
+    """FLAT (forget data only): P_e = mean per-token probability of the refusal (template) answer, P_f = that of the
+    forget answer, per example; loss = mean_batch of −½·tanh(P_e) + ½·tanh(P_f) (cfg.flat_form "tv", in [−½, ½])
+    or −P_e + exp(P_f − 1) (cfg.flat_form "kl"). No retain term."""
+    p_e = mean_token_prob(model, batch.alt)
+    p_f = mean_token_prob(model, batch.forget)
+    if cfg.flat_form == "kl":
+        f = (-p_e + torch.exp(p_f - 1)).mean()
+    else:
+        f = (-0.5 * torch.tanh(p_e) + 0.5 * torch.tanh(p_f)).mean()
+    return f, f, None
+
+
+OBJECTIVES = {
+    "grad_ascent": grad_ascent,
+    "grad_diff": grad_diff,
+    "npo": npo,
+    "simnpo": simnpo,
+    "idk": idk,
+    "flat": flat,
+}
+
+# what each objective needs besides the forget batch
+USES_RETAIN = {"grad_ascent": False, "grad_diff": True, "npo": True, "simnpo": True, "idk": True, "flat": False}
+USES_REFUSAL = {"idk", "flat"}
+USES_FORGET_REFERENCE = {"npo"}

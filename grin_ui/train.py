@@ -1,0 +1,336 @@
+"""The masked training loop (SPEC §3.5), shared by teaching (no mask) and unlearning (a GRIN mask).
+
+    delta = train_masked(model, loss_fn, steps=20, masks=mask.masks, lr=1e-4)        # -> SparseDelta
+    result = unlearn(model, tokenizer, forget, retain, mask, UnlearnConfig(), seed=0)  # -> UnlearnResult
+
+Guarantees of a masked run:
+  * only masked entries change; every unmasked entry stays bit-identical (updates are written with
+    ``index_copy_`` at the masked flat indices only);
+  * a tensor with no masked entry is frozen (requires_grad False), so its weight gradient is never computed;
+  * AdamW runs on flat buffers of the masked entries (:class:`MaskedAdamW`): optimizer state is 2 floats per masked
+    entry, gradient clipping and weight decay see the masked entries only;
+  * cancellation (``cancel()`` true, or a set ``threading.Event``, checked before every step) and any error roll the
+    model back bit-exactly to the state before the run; cancellation then raises :class:`Cancelled`;
+  * deterministic for a seed on a given machine (fixed batch order, seeded RNG).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from grin_ui.config import OBJECTIVES as OBJECTIVE_NAMES
+from grin_ui.config import RETAIN_LOSSES, UnlearnConfig
+from grin_ui.data import Record, batches, encode
+from grin_ui.delta import SparseDelta
+from grin_ui.errors import GrinError
+from grin_ui.objectives import (OBJECTIVES, REFUSALS, USES_FORGET_REFERENCE, USES_REFUSAL, USES_RETAIN, StepBatch,
+                                reference_sequence_logprobs, reference_topk)
+
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+class Cancelled(GrinError):
+    """The run was cancelled; the model was restored to its state before the run."""
+
+
+def is_cancelled(cancel) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+class MaskedAdamW:
+    """AdamW over the masked entries only.
+
+    ``entries``: (param, idx) pairs; idx int64 flat indices of the masked entries, or None for a fully masked
+    tensor. State m, v: float32 [len(idx)] per tensor. One step, for the gathered values w and gradients g:
+        g ← g · min(1, max_grad_norm / ‖g_all‖₂)   (norm over all masked entries; skipped if max_grad_norm ≤ 0)
+        w ← w − lr·wd·w;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
+        w ← w − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + 1e-8),   β = (0.9, 0.999)
+    then w is scattered back with ``index_copy_``.
+    """
+
+    def __init__(self, entries: list[tuple[torch.nn.Parameter, torch.Tensor | None]], lr: float,
+                 weight_decay: float = 0.0, max_grad_norm: float = 0.0):
+        self.entries = entries
+        self.lr, self.weight_decay, self.max_grad_norm = lr, weight_decay, max_grad_norm
+        self.m = [torch.zeros(p.numel() if i is None else len(i), dtype=torch.float32, device=p.device)
+                  for p, i in entries]
+        self.v = [torch.zeros_like(m) for m in self.m]
+        self.t = 0
+
+    def state_numel(self) -> int:
+        """Number of floats of optimizer state (2 × masked entries)."""
+        return sum(m.numel() + v.numel() for m, v in zip(self.m, self.v))
+
+    @torch.no_grad()
+    def step(self) -> float:
+        """One update from the parameters' ``.grad``; returns the masked gradient norm before clipping."""
+        grads = []
+        for p, idx in self.entries:
+            g = p.grad.view(-1) if p.grad is not None else torch.zeros(p.numel(), device=p.device, dtype=p.dtype)
+            grads.append((g if idx is None else g[idx]).float())
+        norm = torch.sqrt(sum((g * g).sum() for g in grads)) if grads else torch.tensor(0.0)
+        scale = 1.0
+        if self.max_grad_norm > 0 and float(norm) > self.max_grad_norm:
+            scale = self.max_grad_norm / (float(norm) + 1e-6)
+        self.t += 1
+        b1, b2 = ADAM_BETAS
+        c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        for (p, idx), g, m, v in zip(self.entries, grads, self.m, self.v):
+            if scale != 1.0:
+                g.mul_(scale)
+            flat = p.view(-1)
+            w = (flat if idx is None else flat[idx]).float()
+            if self.weight_decay:
+                w.mul_(1 - self.lr * self.weight_decay)
+            m.mul_(b1).add_(g, alpha=1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            w.addcdiv_(m / c1, (v / c2).sqrt_().add_(ADAM_EPS), value=-self.lr)
+            if idx is None:
+                flat.copy_(w)
+            else:
+                flat.index_copy_(0, idx, w.to(p.dtype))
+        return float(norm)
+
+
+def _unpack(out):
+    if isinstance(out, torch.Tensor):
+        return out, float(out.detach()), None
+    loss, f, r = out
+    to_f = lambda x: None if x is None else float(x.detach() if isinstance(x, torch.Tensor) else x)  # noqa: E731
+    return loss, to_f(f), to_f(r)
+
+
+def train_masked(model: torch.nn.Module, loss_fn, steps: int, masks: dict[str, torch.Tensor] | None, lr: float,
+                 weight_decay: float = 0.0, max_grad_norm: float = 1.0, seed: int = 0, progress=None, cancel=None,
+                 *, originals: dict | None = None, history: list | None = None,
+                 stats: dict | None = None) -> SparseDelta | None:
+    """Train ``model`` for ``steps`` steps of AdamW on ``loss_fn(step)``.
+
+    loss_fn(step) returns a scalar loss tensor, or (loss, forget_value, retain_value).
+    masks: name -> bool tensor of the parameter's shape: only those entries change (see the module docstring), and
+    the result is the :class:`SparseDelta` from ``originals`` (a :meth:`SparseDelta.snapshot` taken earlier, e.g.
+    before noise was added; default: taken now) to the final weights. masks None: every parameter is trainable
+    (teaching) with ``torch.optim.AdamW`` and the result is None; a full copy of the weights is kept for rollback
+    only when ``cancel`` is given.
+    progress(step, steps, forget_value, retain_value) after each step (1-based); history: list that receives
+    {step, forget_loss, retain_loss, loss, seconds} per step; stats: dict that receives optimizer_state_numel,
+    trainable_tensors, frozen_tensors, masked_entries.
+    Raises :class:`Cancelled` (model rolled back) when ``cancel`` fires, GrinError if the loss becomes NaN/inf.
+    """
+    if steps < 0:
+        raise GrinError(f"The number of steps must be ≥ 0, got {steps}.")
+    if not lr > 0:
+        raise GrinError(f"The learning rate must be > 0, got {lr}.")
+    params = dict(model.named_parameters())
+    flags = {n: p.requires_grad for n, p in params.items()}
+    if masks is not None:
+        unknown = [n for n in masks if n not in params]
+        if unknown:
+            raise KeyError(f"mask names not in the model: {unknown[:3]}")
+        masks = {n: m for n, m in masks.items() if bool(m.any())}
+        if originals is None:
+            originals = SparseDelta.snapshot(model, masks)
+        entries, names = [], []
+        for n, m in masks.items():
+            p = params[n]
+            idx = None if bool(m.all()) else m.reshape(-1).nonzero().squeeze(1).to(p.device)
+            entries.append((p, idx))
+            names.append(n)
+        opt = MaskedAdamW(entries, lr, weight_decay, max_grad_norm)
+        trainable = set(names)
+        state_numel = opt.state_numel()
+        backup = None
+    else:
+        trainable = set(params)
+        opt = torch.optim.AdamW(list(params.values()), lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS,
+                                weight_decay=weight_decay, foreach=True)
+        state_numel = 2 * sum(p.numel() for p in params.values())
+        backup = {n: p.detach().clone() for n, p in params.items()} if cancel is not None else None
+    if stats is not None:
+        stats.update(optimizer_state_numel=state_numel, trainable_tensors=len(trainable),
+                     frozen_tensors=len(params) - len(trainable),
+                     masked_entries=sum(int(m.sum()) for m in masks.values()) if masks is not None else
+                     sum(p.numel() for p in params.values()))
+
+    def rollback():
+        with torch.no_grad():
+            if masks is not None:
+                SparseDelta.capture(model, originals).undo(model)
+            elif backup is not None:
+                for n, p in params.items():
+                    p.copy_(backup[n])
+
+    for n, p in params.items():
+        p.requires_grad_(n in trainable)
+        p.grad = None
+    model.train()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for step in range(steps):
+                if is_cancelled(cancel):
+                    rollback()
+                    raise Cancelled(f"Cancelled at step {step} of {steps}; the model was restored.")
+                t0 = time.perf_counter()
+                loss, f, r = _unpack(loss_fn(step))
+                if not math.isfinite(float(loss.detach())):
+                    rollback()
+                    raise GrinError(f"Training diverged at step {step + 1} (the loss became {float(loss.detach())}); "
+                                    "lower the learning rate.")
+                loss.backward()
+                if masks is None:
+                    if max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(list(params.values()), max_grad_norm)
+                    opt.step()
+                else:
+                    opt.step()
+                for p in params.values():
+                    p.grad = None
+                if history is not None:
+                    history.append({"step": step + 1, "forget_loss": f, "retain_loss": r, "loss": float(loss.detach()),
+                                    "seconds": time.perf_counter() - t0})
+                if progress:
+                    progress(step + 1, steps, f, r)
+    except Cancelled:
+        raise
+    except BaseException:
+        rollback()
+        raise
+    finally:
+        for n, p in params.items():
+            p.requires_grad_(flags[n])
+            p.grad = None
+        model.eval()
+    if masks is None:
+        return None
+    return SparseDelta.capture(model, originals, {"optimizer_state_numel": state_numel, "steps": steps})
+
+
+# ---------------------------------------------------------------------------------------------- unlearning
+
+
+@dataclass
+class UnlearnData:
+    """Batches and π_ref quantities for an unlearning run, prepared once (before noise, so π_ref is the original
+    model). Batch ``i`` of a step is ``step % len(...)``."""
+
+    forget: list[dict]
+    retain: list[dict]
+    alt: list[dict] = field(default_factory=list)  # refusal answers to the forget questions (idk, flat)
+    forget_ref: list[torch.Tensor] = field(default_factory=list)  # npo
+    retain_ref: list = field(default_factory=list)  # kl retain term
+
+    def step_batch(self, step: int) -> StepBatch:
+        i = step % len(self.forget)
+        j = step % len(self.retain) if self.retain else None
+        return StepBatch(
+            forget=self.forget[i],
+            retain=self.retain[j] if j is not None else None,
+            alt=self.alt[i] if self.alt else None,
+            forget_ref=self.forget_ref[i] if self.forget_ref else None,
+            retain_ref=self.retain_ref[j] if self.retain_ref and j is not None else None,
+        )
+
+
+@dataclass
+class UnlearnResult:
+    delta: SparseDelta | None  # original -> final (None when cancelled)
+    history: list[dict]  # per step: step, forget_loss, retain_loss, loss, seconds
+    cancelled: bool = False
+    stats: dict = field(default_factory=dict)
+
+
+def check_unlearn_config(cfg: UnlearnConfig) -> None:
+    if cfg.objective not in OBJECTIVE_NAMES:
+        raise GrinError(f"Unknown objective '{cfg.objective}'; use one of {', '.join(OBJECTIVE_NAMES)}.")
+    if cfg.retain_loss not in RETAIN_LOSSES:
+        raise GrinError(f"Unknown retain loss '{cfg.retain_loss}'; use one of {', '.join(RETAIN_LOSSES)}.")
+    if cfg.flat_form not in ("tv", "kl"):
+        raise GrinError(f"Unknown FLAT form '{cfg.flat_form}'; use tv or kl.")
+    if cfg.batch_size < 1:
+        raise GrinError(f"The batch size must be ≥ 1, got {cfg.batch_size}.")
+    for name in ("npo_beta", "simnpo_beta"):
+        if not getattr(cfg, name) > 0:
+            raise GrinError(f"{name} must be > 0, got {getattr(cfg, name)}.")
+
+
+def _shuffled(items: list, seed: int) -> list:
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
+    return [items[i] for i in order]
+
+
+def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record], cfg: UnlearnConfig, seed: int = 0,
+                    max_tokens: int = 256) -> UnlearnData:
+    """Encode and batch the data (order shuffled once with ``seed``), draw the refusal answers, and compute the π_ref
+    quantities the objective needs with the model as it is now."""
+    check_unlearn_config(cfg)
+    if not forget:
+        raise GrinError("Unlearning needs a forget set: it is empty.")
+    uses_retain = USES_RETAIN[cfg.objective] and cfg.alpha != 0
+    if uses_retain and not retain:
+        raise GrinError(f"The '{cfg.objective}' objective has a retain term (alpha={cfg.alpha}) but the retain set "
+                        "is empty: add retain data, set alpha to 0, or pick grad_ascent or flat.")
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    forget = _shuffled(list(forget), seed)
+    to_dev = lambda bs: [{k: v.to(device) for k, v in b.items()} for b in bs]  # noqa: E731
+    data = UnlearnData(to_dev(batches(encode(forget, tokenizer, max_tokens).items, cfg.batch_size, pad)), [])
+    if uses_retain:
+        retain = _shuffled(list(retain), seed + 1)
+        data.retain = to_dev(batches(encode(retain, tokenizer, max_tokens).items, cfg.batch_size, pad))
+    if cfg.objective in USES_REFUSAL:
+        if not all(r.is_qa for r in forget):
+            raise GrinError(f"The '{cfg.objective}' objective needs question/answer forget data (it trains a "
+                            "refusal answer to each question); raw-text examples have no question.")
+        g = torch.Generator().manual_seed(seed + 2)
+        picks = torch.randint(0, len(REFUSALS), (len(forget),), generator=g).tolist()
+        alt = [Record(question=r.question, answer=REFUSALS[k]) for r, k in zip(forget, picks)]
+        data.alt = to_dev(batches(encode(alt, tokenizer, max_tokens).items, cfg.batch_size, pad))
+    was_training = model.training
+    model.eval()
+    if cfg.objective in USES_FORGET_REFERENCE:
+        data.forget_ref = reference_sequence_logprobs(model, data.forget)
+    if uses_retain and cfg.retain_loss == "kl":
+        data.retain_ref = reference_topk(model, data.retain)
+    model.train(was_training)
+    return data
+
+
+def unlearn(model, tokenizer, forget: list[Record], retain: list[Record], mask, cfg: UnlearnConfig | None = None,
+            seed: int = 0, progress=None, cancel=None, max_tokens: int = 256, *, originals: dict | None = None,
+            data: UnlearnData | None = None) -> UnlearnResult:
+    """Masked unlearning: ``cfg.steps`` AdamW steps on ``OBJECTIVES[cfg.objective]`` over the entries of ``mask``
+    (a :class:`grin_ui.mask.Mask`). ``originals``: a snapshot of the masked entries taken before any change the
+    delta should include (noise); ``data``: from :func:`prepare_unlearn` (default: prepared now, so π_ref is the
+    model as passed in). progress(step, steps, forget_loss, retain_loss); ``forget_loss`` is the objective's forget
+    term, ``retain_loss`` its retain term before α (None when it has none). A cancelled run restores the model to
+    the state of ``originals`` (or before the call) and returns cancelled=True, delta None."""
+    cfg = cfg or UnlearnConfig()
+    check_unlearn_config(cfg)
+    if data is None:
+        data = prepare_unlearn(model, tokenizer, forget, retain, cfg, seed, max_tokens)
+    fn = OBJECTIVES[cfg.objective]
+    history: list[dict] = []
+    stats: dict = {}
+
+    def loss_fn(step):
+        return fn(model, data.step_batch(step), cfg)
+
+    try:
+        delta = train_masked(model, loss_fn, cfg.steps, mask.masks, cfg.lr, cfg.weight_decay, cfg.max_grad_norm,
+                             seed, progress, cancel, originals=originals, history=history, stats=stats)
+    except Cancelled:
+        return UnlearnResult(None, history, True, stats)
+    delta.meta.update({"objective": cfg.objective, "selector": mask.selector, "scope": mask.scope,
+                       "sparsity": mask.sparsity, "selected": mask.selected, "seed": seed})
+    return UnlearnResult(delta, history, False, stats)

@@ -1,0 +1,108 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from grin_ui.config import UnlearnConfig
+from grin_ui.data import batches, encode
+from grin_ui.objectives import (OBJECTIVES, REFUSALS, kl_to_reference, mean_token_prob, nll, reference_topk,
+                                sequence_logprobs)
+from grin_ui.train import prepare_unlearn, train_masked
+
+
+def one_batch(lm, records):
+    return next(batches(encode(records, lm.tokenizer).items, len(records), lm.tokenizer.pad_token_id))
+
+
+def manual_logprobs(model, b):
+    """Per example: list of log π(label token), straight from the logits."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits, -1)
+    out = []
+    for i in range(len(b["input_ids"])):
+        out.append([logp[i, t - 1, b["labels"][i, t]].item() for t in range(1, b["labels"].shape[1])
+                    if b["labels"][i, t] != -100])
+    return out
+
+
+def test_sequence_logprobs_and_nll_match_logits(tiny_lm, tiny_sets):
+    b = one_batch(tiny_lm, tiny_sets["forget"] + tiny_sets["retain"][:3])
+    ref = manual_logprobs(tiny_lm.model, b)
+    with torch.no_grad():
+        total, count = sequence_logprobs(tiny_lm.model, b)
+        p = mean_token_prob(tiny_lm.model, b)
+        loss = nll(tiny_lm.model, b)
+        hf = tiny_lm.model(**b).loss
+    assert count.tolist() == [len(r) for r in ref]
+    assert total.tolist() == pytest.approx([sum(r) for r in ref], abs=1e-4)
+    assert p.tolist() == pytest.approx([sum(math.exp(x) for x in r) / len(r) for r in ref], abs=1e-5)
+    assert loss.item() == pytest.approx(-sum(map(sum, ref)) / sum(map(len, ref)), rel=1e-5)
+    assert loss.item() == pytest.approx(hf.item(), rel=1e-4)  # the same mean NLL transformers reports
+
+
+def step_batch(lm, tiny_sets, objective, **kw):
+    cfg = UnlearnConfig(objective=objective, batch_size=6, **kw)
+    data = prepare_unlearn(lm.model, lm.tokenizer, tiny_sets["forget"], tiny_sets["retain"], cfg, seed=0)
+    return cfg, data
+
+
+def test_values_at_the_reference_model(tiny_lm, tiny_sets):
+    """At π = π_ref each objective has the value its formula gives, with the sign it says."""
+    model = tiny_lm.model
+    cfg, data = step_batch(tiny_lm, tiny_sets, "npo", retain_loss="kl")
+    b = data.step_batch(0)
+    with torch.no_grad():
+        loss, f, r = OBJECTIVES["npo"](model, b, cfg)
+        assert f.item() == pytest.approx((2 / 0.1) * math.log(2), rel=1e-5)  # -(2/β) log σ(0)
+        assert abs(r.item()) < 1e-5  # KL(π_ref ‖ π_ref) = 0
+        assert loss.item() == pytest.approx(f.item() + r.item())
+        nf = nll(model, b.forget)
+        loss, f, r = OBJECTIVES["grad_ascent"](model, b, cfg)
+        assert r is None and f.item() == pytest.approx(-nf.item()) and f.item() < 0
+        loss, f, r = OBJECTIVES["grad_diff"](model, b, UnlearnConfig(alpha=2.0))
+        assert loss.item() == pytest.approx(-nf.item() + 2.0 * nll(model, b.retain).item(), rel=1e-5)
+        logp, n = sequence_logprobs(model, b.forget)
+        loss, f, r = OBJECTIVES["simnpo"](model, b, cfg)
+        assert f.item() == pytest.approx((-(2 / 4.5) * F.logsigmoid(-(4.5 / n) * logp)).mean().item(), rel=1e-5)
+        assert 0 < f.item() < (2 / 4.5) * math.log(2)  # answers well known: σ argument > 0
+
+    cfg, data = step_batch(tiny_lm, tiny_sets, "flat")
+    b = data.step_batch(0)
+    answers = tiny_lm.tokenizer.batch_decode(b.alt["input_ids"], skip_special_tokens=True)
+    assert all(any(a.rstrip().endswith(t) for t in REFUSALS) for a in answers)
+    with torch.no_grad():
+        p_e, p_f = mean_token_prob(model, b.alt), mean_token_prob(model, b.forget)
+        loss, f, r = OBJECTIVES["flat"](model, b, cfg)
+        assert r is None
+        assert f.item() == pytest.approx((-0.5 * torch.tanh(p_e) + 0.5 * torch.tanh(p_f)).mean().item(), rel=1e-5)
+        assert 0 < f.item() < 0.5  # forget answers are likelier than refusals before unlearning
+        loss, f, r = OBJECTIVES["flat"](model, b, UnlearnConfig(flat_form="kl"))
+        assert f.item() == pytest.approx((-p_e + torch.exp(p_f - 1)).mean().item(), rel=1e-5)
+        loss, f, r = OBJECTIVES["idk"](model, b, cfg)
+        assert f.item() == pytest.approx(nll(model, b.alt).item()) and f.item() > 1.0  # refusals unknown yet
+
+
+def test_kl_retain_term_grows_when_the_model_moves(tiny_lm, tiny_sets):
+    model = tiny_lm.model
+    b = one_batch(tiny_lm, tiny_sets["retain"])
+    ref = reference_topk(model, [b])[0]
+    with torch.no_grad():
+        assert abs(kl_to_reference(model, b, ref).item()) < 1e-5
+        model.model.norm.weight.mul_(0.5)  # soften the output distribution
+        kl = kl_to_reference(model, b, ref).item()
+    assert kl > 0.1
+
+
+@pytest.mark.parametrize("objective", ["grad_ascent", "grad_diff", "npo", "simnpo", "idk", "flat"])
+def test_each_objective_decreases_its_own_loss(tiny_lm, tiny_sets, objective):
+    cfg, data = step_batch(tiny_lm, tiny_sets, objective)
+    fn = OBJECTIVES[objective]
+    model = tiny_lm.model
+    with torch.no_grad():
+        before = fn(model, data.step_batch(0), cfg)[0].item()
+    train_masked(model, lambda step: fn(model, data.step_batch(0), cfg), steps=4, masks=None, lr=2e-3,
+                 max_grad_norm=1.0)
+    with torch.no_grad():
+        after = fn(model, data.step_batch(0), cfg)[0].item()
+    assert after < before - 0.01 * max(1.0, abs(before)), (before, after)

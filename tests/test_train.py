@@ -1,0 +1,135 @@
+import threading
+
+import pytest
+import torch
+
+from grin_ui.config import MaskConfig, UnlearnConfig
+from grin_ui.errors import GrinError
+from grin_ui.influence import compute_scores, scored_parameters
+from grin_ui.mask import Mask, build_mask
+from grin_ui.train import Cancelled, MaskedAdamW, train_masked, unlearn
+
+CFG = UnlearnConfig(objective="grad_diff", lr=5e-3, steps=4, batch_size=6, weight_decay=0.1)
+
+
+def weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.fixture
+def grin_mask(tiny_lm, tiny_sets):
+    s = compute_scores(tiny_lm.model, tiny_lm.tokenizer, tiny_sets["forget"], tiny_sets["retain"],
+                       keep_forget_saliency=False)
+    m = build_mask(scored_parameters(tiny_lm.model), s, MaskConfig("grin", 0.02, "global"))
+    # leave the MLP of block 1 out entirely, so that some scored matrices are frozen too
+    keep = {n: t for n, t in m.masks.items() if ".layers.1.mlp." not in n}
+    sel = sum(int(t.sum()) for t in keep.values())
+    return Mask(keep, sel, m.total, None, "grin", "global", m.sparsity)
+
+
+def test_masked_unlearning_changes_only_masked_entries(tiny_lm, tiny_sets, grin_mask):
+    model = tiny_lm.model
+    before = weights(model)
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    got_grad, seen_flags = set(), {}
+    hooks = [p.register_post_accumulate_grad_hook(lambda p, n=n: got_grad.add(n))
+             for n, p in model.named_parameters()]
+    calls = []
+    res = unlearn(model, tiny_lm.tokenizer, tiny_sets["forget"], tiny_sets["retain"], grin_mask, CFG, seed=0,
+                  progress=lambda *a: (calls.append(a), seen_flags.update(
+                      {n: p.requires_grad for n, p in model.named_parameters()})))
+    for h in hooks:
+        h.remove()
+    assert not res.cancelled and len(res.history) == 4 and [c[0] for c in calls] == [1, 2, 3, 4]
+    assert all(h["retain_loss"] is not None and h["forget_loss"] < 0 for h in res.history)
+    masked = set(grin_mask.masks)
+    assert len(masked) == 11
+    # frozen tensors (embeddings, norms, unselected matrices) never received a weight gradient
+    assert got_grad == masked
+    assert {n for n, f in seen_flags.items() if f} == masked
+    changed_entries = 0
+    for n, p in model.named_parameters():
+        m = grin_mask.masks.get(n, torch.zeros_like(p, dtype=torch.bool))
+        assert torch.equal(p[~m], before[n][~m]), n  # unmasked: bit-identical (weight decay included)
+        changed_entries += int((p[m] != before[n][m]).sum())
+    assert changed_entries >= 0.95 * grin_mask.selected
+    # the delta covers exactly the masked entries and undoes bit-exactly
+    assert res.delta.nnz == grin_mask.selected and res.delta.changed() == changed_entries
+    assert res.stats["optimizer_state_numel"] == 2 * grin_mask.selected
+    res.delta.undo(model)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags and not model.training
+
+
+def test_same_seed_gives_identical_delta(tiny_lm, tiny_sets, grin_mask):
+    model = tiny_lm.model
+    deltas = []
+    for seed in (1, 1, 2):
+        res = unlearn(model, tiny_lm.tokenizer, tiny_sets["forget"], tiny_sets["retain"], grin_mask, CFG, seed=seed)
+        deltas.append(res.delta)
+        res.delta.undo(model)
+    a, b, c = deltas
+    for n, e in a.entries.items():
+        assert torch.equal(e.idx, b.entries[n].idx) and torch.equal(e.old, b.entries[n].old)
+        assert torch.equal(e.new, b.entries[n].new)
+    assert any(not torch.equal(e.new, c.entries[n].new) for n, e in a.entries.items())  # the seed shuffles data
+
+
+@pytest.mark.parametrize("kind", ["event", "callable"])
+def test_cancel_restores_the_model(tiny_lm, tiny_sets, grin_mask, kind):
+    model = tiny_lm.model
+    before = weights(model)
+    event = threading.Event()
+    cancel = event if kind == "event" else event.is_set
+    res = unlearn(model, tiny_lm.tokenizer, tiny_sets["forget"], tiny_sets["retain"], grin_mask, CFG, seed=0,
+                  progress=lambda step, *a: event.set() if step == 2 else None, cancel=cancel)
+    assert res.cancelled and res.delta is None and len(res.history) == 2
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert all(p.grad is None for p in model.parameters()) and not model.training
+
+
+def test_unmasked_training_and_its_cancel(tiny_lm, tiny_sets):
+    model = tiny_lm.model
+    before = weights(model)
+    x = torch.randint(0, 100, (2, 8))
+    loss_fn = lambda step: model(input_ids=x, labels=x).loss  # noqa: E731
+    calls = []
+    with pytest.raises(Cancelled, match="step 1 of 5"):
+        train_masked(model, loss_fn, 5, None, 1e-3, cancel=lambda: len(calls) >= 1,
+                     progress=lambda *a: calls.append(a))
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert train_masked(model, loss_fn, 2, None, 1e-3) is None
+    assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters())  # everything trainable
+
+
+def test_masked_adamw_matches_torch_adamw():
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(30, 20, generator=g)
+    mask = torch.rand(30, 20, generator=g) < 0.3
+    idx = mask.view(-1).nonzero().squeeze(1)
+    target = torch.randn(30, 20, generator=g)
+    ours, ref = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0[mask].clone())
+    opt = MaskedAdamW([(ours, idx)], lr=0.01, weight_decay=0.05)
+    topt = torch.optim.AdamW([ref], lr=0.01, weight_decay=0.05, betas=(0.9, 0.999), eps=1e-8)
+    for _ in range(5):
+        ((ours - target) ** 2).sum().backward()
+        opt.step()
+        ours.grad = None
+        ((ref - target[mask]) ** 2).sum().backward()
+        topt.step()
+        topt.zero_grad()
+    torch.testing.assert_close(ours.detach()[mask], ref.detach(), rtol=1e-6, atol=1e-6)
+    assert torch.equal(ours.detach()[~mask], w0[~mask])
+    assert opt.state_numel() == 2 * int(mask.sum())
+
+
+def test_bad_training_settings(tiny_lm, tiny_sets, grin_mask):
+    with pytest.raises(GrinError, match="Unknown objective 'forgetful'"):
+        unlearn(tiny_lm.model, tiny_lm.tokenizer, tiny_sets["forget"], tiny_sets["retain"], grin_mask,
+                UnlearnConfig(objective="forgetful"))
+    with pytest.raises(GrinError, match="retain set is empty"):
+        unlearn(tiny_lm.model, tiny_lm.tokenizer, tiny_sets["forget"], [], grin_mask, UnlearnConfig())
+    before = weights(tiny_lm.model)
+    with pytest.raises(GrinError, match="diverged"):
+        train_masked(tiny_lm.model, lambda s: torch.tensor(float("nan"), requires_grad=True), 2, grin_mask.masks, 1e-3)
+    assert all(torch.equal(p, before[n]) for n, p in tiny_lm.model.named_parameters())
