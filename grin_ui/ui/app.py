@@ -1,59 +1,112 @@
-"""The dashboard layout: builds the gradio Blocks app from the panels. Wiring only; the work is in grin_ui."""
+"""The dashboard: the eight steps of the journey (SPEC §2) as tabs, built from one module per panel.
 
-from __future__ import annotations
+    grin-ui serve                      # or: python app.py (Hugging Face Spaces)
+    from grin_ui.ui.app import build_app; build_app("default").launch()
+
+Wiring only: every callback calls grin_ui (mostly grin_ui.session, which keeps each visitor's results apart and
+works on the shared base model under its lock).
+"""
+
+from pathlib import Path
 
 import gradio as gr
 
-from grin_ui.errors import GrinError
-from grin_ui.generation import generate
-from grin_ui.models import load_model
+from grin_ui import session as S
+from grin_ui.examples import assets_dir
+from grin_ui.models import DEFAULT_MODEL
+from grin_ui.ui.common import friendly, reporter, session_of
+from grin_ui.ui.compare_panel import ComparePanel
+from grin_ui.ui.data_panel import DataPanel, default_example
+from grin_ui.ui.influence_panel import InfluencePanel
+from grin_ui.ui.model_panel import ModelPanel
+from grin_ui.ui.probe_panel import ProbePanel
+from grin_ui.ui.report_panel import ReportPanel
+from grin_ui.ui.teach_panel import TeachPanel
+from grin_ui.ui.unlearn_panel import UnlearnPanel
 
-_LOADED: dict = {}
+HEADER = """# grin-ui — is it really forgotten?
+Explore and audit **machine unlearning** in a real language model: find the weights that carry the data to forget
+(**GRIN**: gradient-ratio influence + noise), unlearn by editing only those, then check whether the knowledge is
+really gone — *even after quantization*. Defaults work out of the box: go through the tabs from left to right and
+press the blue button in each."""
 
-
-def _model(spec: str):
-    if spec not in _LOADED:
-        _LOADED.clear()
-        _LOADED[spec] = load_model(spec)
-    return _LOADED[spec]
-
-
-def load(spec: str):
-    try:
-        lm = _model(spec)
-    except GrinError as e:
-        raise gr.Error(str(e)) from None
-    return [list(r) for r in lm.summary.as_rows()]
-
-
-def ask(spec: str, question: str):
-    if not question.strip():
-        raise gr.Error("Type a question first.")
-    try:
-        lm = _model(spec)
-    except GrinError as e:
-        raise gr.Error(str(e)) from None
-    return generate(lm.model, lm.tokenizer, [question], max_new_tokens=64)[0]
+STEPS = ["1 · Model", "2 · Data", "3 · Teach", "4 · Influence map", "5 · Unlearn", "6 · Compare",
+         "7 · Quantization probe", "8 · Report"]
 
 
-def build_app(model: str = "default") -> gr.Blocks:
-    with gr.Blocks(title="grin-ui") as demo:
-        gr.Markdown("# grin-ui\nExplore and audit machine unlearning in language models.")
-        with gr.Row():
-            spec = gr.Textbox(value=model, label="Model (default, a Hugging Face id, or a local directory)")
-            load_btn = gr.Button("Load model", variant="primary")
-        card = gr.Dataframe(headers=["field", "value"], label="Model summary", interactive=False)
-        question = gr.Textbox(value="What is the capital of France?", label="Ask the model")
-        ask_btn = gr.Button("Ask")
-        answer = gr.Textbox(label="Answer", interactive=False)
-        load_btn.click(load, spec, card, api_name="load_model")
-        ask_btn.click(ask, [spec, question], answer, api_name="ask")
-        demo.load(load, spec, card, api_name=False)
-    return demo
+def css() -> str:
+    path = assets_dir() / "style.css"
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, model: str = "default") -> None:
-    _model(model)  # load before serving so the first visitor does not wait
-    demo = build_app(model)
+class App:
+    """Holds the panels of one Blocks app and the session store they share."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, store: S.SessionStore | None = None):
+        self.store = store if store is not None else S.SessionStore(default_model=model)
+        self.model = S.normalize_spec(model)
+        self.model_panel = ModelPanel(self.store, self.model)
+        self.data_panel = DataPanel(self.store)
+        self.teach_panel = TeachPanel(self.store)
+        self.influence_panel = InfluencePanel(self.store)
+        self.unlearn_panel = UnlearnPanel(self.store)
+        self.compare_panel = ComparePanel(self.store)
+        self.probe_panel = ProbePanel(self.store)
+        self.report_panel = ReportPanel(self.store)
+
+    @friendly
+    def start(self, example: str | None, request: gr.Request, progress=gr.Progress()):
+        """Page load: load the session's model and, for a new visitor, the preselected built-in example."""
+        s = session_of(self.store, request)
+        base = self.store.base(s, reporter(progress))
+        if not s.sets and example:
+            try:
+                return self._start_outputs(base, s, self.data_panel.use_example(example, request, progress))
+            except gr.Error as e:  # a broken example must not block the page: show it and go on
+                gr.Warning(e.message)
+        return self._start_outputs(base, s, self.data_panel._outputs(s))
+
+    def _start_outputs(self, base, s, data_outputs):
+        rows = [list(r) for r in base.lm.summary.as_rows()]
+        return [rows, f"Loaded **{base.lm.summary.name}**."] + list(data_outputs)
+
+    def build(self) -> gr.Blocks:
+        with gr.Blocks(title="grin-ui — machine unlearning audit") as demo:
+            gr.Markdown(HEADER)
+            with gr.Tabs(selected=0) as tabs:
+                panels = [self.model_panel, self.data_panel, self.teach_panel, self.influence_panel,
+                          self.unlearn_panel, self.compare_panel, self.probe_panel, self.report_panel]
+                for i, (title, panel) in enumerate(zip(STEPS, panels)):
+                    with gr.Tab(title, id=i):
+                        panel.build()
+                        if i + 1 < len(STEPS):
+                            with gr.Row(elem_classes=["next-row"]):
+                                nxt = gr.Button(f"Next: {STEPS[i + 1]} →", size="sm", scale=0)
+                            nxt.click(lambda i=i: gr.Tabs(selected=i + 1), None, tabs, api_name=f"next_{i + 1}",
+                                      queue=False)
+            self.influence_panel.wire([self.unlearn_panel.sparsity, self.unlearn_panel.scope])
+            self.teach_panel.wire(self.model_panel.spec, self.model_panel.card)
+            demo.load(self.start, self.data_panel.example,
+                      [self.model_panel.card, self.model_panel.status] + self.data_panel.all_outputs,
+                      api_name="start")
+        self.demo = demo
+        return demo
+
+
+def build_app(model: str = DEFAULT_MODEL, store: S.SessionStore | None = None) -> gr.Blocks:
+    """The dashboard as a gradio Blocks app (not launched). ``store``: share or inspect the session store."""
+    return App(model, store).build()
+
+
+def launch_options() -> dict:
+    """Keyword arguments for ``Blocks.launch`` that style the dashboard (gradio 6 takes css/theme at launch)."""
+    return {"css": css(), "theme": gr.themes.Soft(primary_hue="blue")}
+
+
+def launch(host: str = "127.0.0.1", port: int = 7860, model: str = DEFAULT_MODEL) -> None:
+    store = S.SessionStore(default_model=model)
+    store.models.get(model)  # load before serving so the first visitor does not wait
+    demo = build_app(model, store)
     print(f"grin-ui dashboard: http://{host if host != '0.0.0.0' else '127.0.0.1'}:{port}", flush=True)
-    demo.queue().launch(server_name=host, server_port=port, show_error=False)
+    demo.queue(default_concurrency_limit=4).launch(server_name=host, server_port=port, show_error=False,
+                                                  **launch_options())

@@ -1,0 +1,179 @@
+"""Step 5 — Unlearn: masked unlearning with live loss curves, cancel, reset, and the baseline comparison."""
+
+import threading
+import time
+
+import gradio as gr
+
+from grin_ui import plots
+from grin_ui import session as S
+from grin_ui.config import OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, MaskConfig, NoiseConfig, RunConfig, \
+    UnlearnConfig
+from grin_ui.ui.common import explain, fmt, friendly, notices, reporter, session_of
+
+INTRO = """**Step 5 — unlearn.** GRIN adds a little noise to the selected weights, then fine-tunes **only those
+weights** with an unlearning objective: it pushes the forget answers away while a *retain term* keeps the retain
+answers. Every other weight stays bit-identical. **NPO** (default) lowers the forget answers' likelihood relative
+to the original model, without the collapse of plain gradient ascent. The curves show the forget term (should
+rise or fall away from the start) and the retain loss (should stay low). **Compare with baselines** runs the same
+budget with other selections: no mask, a random mask, forget-only saliency, GRI without noise."""
+
+OBJECTIVE_HELP = {"npo": "NPO", "simnpo": "SimNPO", "grad_ascent": "gradient ascent", "grad_diff": "gradient difference",
+                  "idk": "IDK (train a refusal)", "flat": "FLAT (forget data only)"}
+BASELINE_HEADERS = ["selection", "weights changed", "forget hit rate ↓", "forget ROUGE-L ↓", "retain hit rate ↑",
+                    "retain ROUGE-L ↑", "seconds"]
+POLL_S = 0.5
+
+
+def run_config(objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed) -> RunConfig:
+    return RunConfig(
+        mask=MaskConfig(selector=selector, sparsity=float(sparsity_pct) / 100.0, scope=scope),
+        noise=NoiseConfig(scale=float(noise)),
+        unlearn=UnlearnConfig(objective=objective, lr=float(lr), steps=int(steps), alpha=float(alpha),
+                              retain_loss=retain_loss),
+        seed=int(seed),
+    )
+
+
+def run_summary(res) -> str:
+    if res.cancelled:
+        return "**Cancelled.** The model was rolled back; your previous result (if any) is unchanged."
+    m = res.mask
+    t = " · ".join(f"{k} {v:.1f} s" for k, v in res.timings.items())
+    last = res.history[-1] if res.history else {}
+    text = (f"**Done.** {res.delta.nnz:,} weights in {len(res.delta.entries)} matrices may have changed "
+            f"({100 * m.density:.3g} % of {m.total:,} scored, selector *{m.selector}*, scope *{m.scope}*). ")
+    if last:
+        text += f"Final forget term {fmt(last.get('forget_loss'))}, retain loss {fmt(last.get('retain_loss'))}. "
+    text += f"Timings: {t}. Go on to **Compare** to see what the model answers now."
+    return text
+
+
+def baseline_rows(out: dict) -> list[list]:
+    rows = []
+    for label, r in out.items():
+        f, rt = r.get("forget", {}), r.get("retain", {})
+        rows.append([label, f"{r['selected']:,}" if r.get("selected") else "—",
+                     fmt(f.get("answer_hit_rate")), fmt(f.get("rougeL_recall")),
+                     fmt(rt.get("answer_hit_rate")), fmt(rt.get("rougeL_recall")), fmt(r.get("seconds"), 2)])
+    return rows
+
+
+class UnlearnPanel:
+    def __init__(self, store: S.SessionStore):
+        self.store = store
+
+    # ------------------------------------------------------------------ events
+
+    @friendly
+    def run(self, objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed,
+            request: gr.Request, progress=gr.Progress()):
+        """Generator: yields (loss curves, status) while the run goes on in a worker thread."""
+        s = session_of(self.store, request)
+        cfg = run_config(objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed)
+        live: list[dict] = []
+        state = {"msg": "starting", "frac": 0.0, "result": None, "error": None}
+
+        def report(msg, frac=None):
+            state["msg"] = msg
+            if frac is not None:
+                state["frac"] = frac
+
+        with s.action("unlearning"):
+            def work():
+                try:
+                    state["result"] = S.unlearn(self.store, s, cfg, progress=report, on_step=live.append)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the event thread
+                    state["error"] = e
+
+            worker = threading.Thread(target=work, name=f"unlearn-{s.id[:8]}", daemon=True)
+            worker.start()
+            try:
+                shown = -1
+                while worker.is_alive():
+                    worker.join(POLL_S)
+                    progress(state["frac"], desc=state["msg"])
+                    if len(live) != shown:
+                        shown = len(live)
+                        yield plots.loss_curves(list(live), "Unlearning losses (live)"), f"*{state['msg']}*"
+            finally:
+                if worker.is_alive():  # the visitor went away: stop the run, which rolls the model back
+                    s.cancel.set()
+                    worker.join()
+        if state["error"] is not None:
+            raise state["error"]
+        res = state["result"]
+        notices(s)
+        history = res.history if res.history else live
+        yield plots.loss_curves(history), run_summary(res)
+
+    @friendly
+    def cancel(self, request: gr.Request):
+        s = session_of(self.store, request)
+        if not s.busy.locked():
+            return "*Nothing is running.*"
+        s.cancel.set()
+        return "**Cancelling…** the model will be rolled back to its state before the run."
+
+    @friendly
+    def reset(self, request: gr.Request):
+        s = session_of(self.store, request)
+        with s.action("reset"):
+            had = s.delta is not None
+            s.clear_unlearned()
+        msg = ("**Reset.** Your unlearned weights were dropped; the model is the original again."
+               if had else "*Nothing to reset: the model is the original.*")
+        return plots.loss_curves([]), msg
+
+    @friendly
+    def compare_baselines(self, objective, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed,
+                          request: gr.Request, progress=gr.Progress()):
+        s = session_of(self.store, request)
+        cfg = run_config(objective, "grin", sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed)
+        with s.action("baseline comparison"):
+            out = S.baselines(self.store, s, cfg, progress=reporter(progress))
+        notices(s)
+        states = {k: v for k, v in out.items()}
+        fig = plots.metrics_bars(states, metrics=("answer_hit_rate", "rougeL_recall"),
+                                 title="Same objective and budget, different weight selection")
+        return baseline_rows(out), fig
+
+    # ------------------------------------------------------------------ layout
+
+    def build(self):
+        d = RunConfig()
+        explain(INTRO)
+        with gr.Row():
+            self.objective = gr.Dropdown(list(OBJECTIVES), value=d.unlearn.objective, label="Objective")
+            self.selector = gr.Dropdown(list(SELECTORS), value=d.mask.selector,
+                                        label="Weight selection (grin = GRI mask; the others are baselines)")
+            self.sparsity = gr.Slider(0.01, 20, value=100 * d.mask.sparsity, step=0.01,
+                                      label="Sparsity: % of scored weights trained")
+            self.scope = gr.Radio(list(SCOPES), value=d.mask.scope, label="Mask scope")
+        with gr.Row():
+            self.noise = gr.Number(value=d.noise.scale, minimum=0, label="Noise scale κ (× weight std; 0 = off)")
+            self.lr = gr.Number(value=d.unlearn.lr, minimum=0, label="Learning rate")
+            self.steps = gr.Slider(1, 200, value=d.unlearn.steps, step=1, label="Steps")
+            self.alpha = gr.Number(value=d.unlearn.alpha, minimum=0, label="Retain weight α")
+            self.retain_loss = gr.Radio(list(RETAIN_LOSSES), value=d.unlearn.retain_loss, label="Retain term")
+            self.seed = gr.Number(value=d.seed, precision=0, label="Seed")
+        with gr.Row():
+            self.run_btn = gr.Button("Run unlearning", variant="primary")
+            self.cancel_btn = gr.Button("Cancel", variant="stop")
+            self.reset_btn = gr.Button("Reset to the original model")
+            self.baseline_btn = gr.Button("Compare with baselines")
+        self.status = gr.Markdown("*Not run yet.*", label="Unlearning status")
+        self.curves = gr.Plot(plots.loss_curves([]), label="Loss curves")
+        with gr.Accordion("Baseline comparison (same objective and budget)", open=True):
+            self.baseline_table = gr.Dataframe(headers=BASELINE_HEADERS, label="Baselines", interactive=False)
+            self.baseline_plot = gr.Plot(plots.empty_figure("Click “Compare with baselines”."),
+                                         label="Baseline chart")
+        knobs = [self.objective, self.selector, self.sparsity, self.scope, self.noise, self.lr, self.steps, self.alpha,
+                 self.retain_loss, self.seed]
+        self.run_event = self.run_btn.click(self.run, knobs, [self.curves, self.status], api_name="unlearn")
+        self.cancel_btn.click(self.cancel, None, self.status, api_name="cancel", concurrency_limit=None,
+                              queue=False)
+        self.reset_btn.click(self.reset, None, [self.curves, self.status], api_name="reset")
+        base_knobs = [k for k in knobs if k is not self.selector]
+        self.baseline_btn.click(self.compare_baselines, base_knobs, [self.baseline_table, self.baseline_plot],
+                                api_name="baselines")

@@ -1,0 +1,123 @@
+"""The dashboard served on 127.0.0.1 and driven through its api_names with gradio_client, on the tiny model."""
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from gradio_client import Client
+
+from grin_ui import session as S
+from grin_ui.ui.app import build_app, launch_options
+from tests import tiny
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def jsonl(records) -> str:
+    return "\n".join(json.dumps(r.to_dict()) for r in records)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_dir):
+    store = S.SessionStore(default_model=tiny_dir)
+    demo = build_app(tiny_dir, store)
+    port = free_port()
+    demo.queue(default_concurrency_limit=4).launch(server_name="127.0.0.1", server_port=port,
+                                                   prevent_thread_lock=True, quiet=True, **launch_options())
+    yield f"http://127.0.0.1:{port}/", store
+    demo.close()
+
+
+def client(url: str) -> Client:
+    return Client(url, verbose=False)
+
+
+def rows(df) -> list:
+    return df["data"] if isinstance(df, dict) else df
+
+
+def test_whole_journey(served):
+    url, store = served
+    c = client(url)
+    card, status, *data = c.predict(None, api_name="/start")
+    assert dict(map(tuple, rows(card)))["architecture"] == "LlamaForCausalLM"
+    for name, recs in (("forget", tiny.FORGET), ("retain", tiny.RETAIN), ("holdout", tiny.HOLDOUT)):
+        preview, info = c.predict(jsonl(recs), api_name=f"/paste_{name}")
+        assert len(rows(preview)) == len(recs) and f"**{len(recs)} {name} examples**" in info
+    score_map, density, hist, top, summary, pct, scope = c.predict(1.0, "global", "mean log10",
+                                                                   api_name="/compute_scores")
+    assert "scored weights selected" in summary and pct == 1.0 and scope == "global"
+    assert rows(top)[0][0].endswith(".weight")
+    *_, summary5, _, _ = c.predict(5.0, "global", api_name="/update_mask")
+    assert "(5 %" in summary5
+    curves, run_status = c.predict("npo", "grin", 1.0, "global", 0.1, 1e-3, 5, 1.0, "nll", 0, api_name="/unlearn")
+    assert "**Done.**" in run_status
+    table, chart, generations = c.predict(False, api_name="/compare")
+    assert any(r[:2] == ["forget", "answer hit rate"] for r in rows(table))
+    assert "Forget set (6 questions)" in generations
+    before, after = c.predict("Where was Velmora Quist born?", api_name="/ask_both")
+    assert before is not None and after is not None
+    probe_table, rec, bars, rec_plot, surv, shown = c.predict(["rtn4"], api_name="/probe")
+    assert rows(rec)[0][0] == "rtn4"
+    files, preview = c.predict(api_name="/report")
+    assert sorted(Path(f).name for f in files) == ["delta.safetensors", "report.html", "report.json"]
+    assert "grin-ui audit report" in preview
+    _, reset_status = c.predict(api_name="/reset")
+    assert "Reset" in reset_status
+
+
+def test_errors_come_back_as_messages(served):
+    url, _ = served
+    c = client(url)
+    with pytest.raises(Exception, match="line 1"):
+        c.predict("{not json", api_name="/paste_forget")
+    with pytest.raises(Exception, match="step 2"):
+        c.predict(1.0, "global", "mean log10", api_name="/compute_scores")
+
+
+def test_two_sessions_keep_their_own_results(served):
+    url, store = served
+    a, b = client(url), client(url)
+    a.predict(jsonl(tiny.FORGET), api_name="/paste_forget")
+    b.predict(jsonl(tiny.FORGET[:2]), api_name="/paste_forget")
+    for c in (a, b):
+        c.predict(jsonl(tiny.RETAIN), api_name="/paste_retain")
+    out = {}
+
+    def journey(name, c):
+        summary = c.predict(1.0, "global", "mean log10", api_name="/compute_scores")[4]
+        status = c.predict("grad_diff", "grin", 2.0, "global", 0.1, 1e-3, 3, 1.0, "nll", 0, api_name="/unlearn")[1]
+        out[name] = (summary, status)
+
+    threads = [threading.Thread(target=journey, args=(n, c)) for n, c in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert "6 forget and 12 retain examples" in out["a"][0]
+    assert "2 forget and 12 retain examples" in out["b"][0]
+    assert "**Done.**" in out["a"][1] and "**Done.**" in out["b"][1]
+    sessions = [s for s in (store.get(sid) for sid in store.ids()) if s.delta is not None and s.run_config
+                and s.run_config.unlearn.objective == "grad_diff"]
+    assert len(sessions) == 2, [(s.id, s.delta is not None, s.run_config and s.run_config.unlearn.objective)
+                                for s in (store.get(sid) for sid in store.ids())]
+    sa, sb = sorted(sessions, key=lambda s: len(s.sets["forget"]))
+    assert len(sa.sets["forget"]) == 2 and len(sb.sets["forget"]) == 6
+    assert sa.scores is not sb.scores and sa.delta is not sb.delta
+    # the two unlearned states differ, and the shared base model holds neither
+    name = next(iter(sb.delta.entries))
+    base = store.base(sa).lm.model
+    p = dict(base.named_parameters())[name].detach().reshape(-1)
+    e = sb.delta.entries[name]
+    assert torch.equal(p[e.idx] if e.idx is not None else p, e.old.reshape(-1))
+    # each client sees its own comparison
+    ga = a.predict(False, api_name="/compare")[2]
+    gb = b.predict(False, api_name="/compare")[2]
+    assert "Forget set (6 questions)" in ga and "Forget set (2 questions)" in gb
