@@ -12,7 +12,6 @@ The result is plain JSON (dicts, lists, floats, ints, strings).
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from grin_ui.data import EncodedExample, Record, collate, encode, prompt_ids
 from grin_ui.errors import GrinError
 from grin_ui.examples import assets_dir
 from grin_ui.generation import generate_ids
+from grin_ui.objectives import label_logits
 
 MIA_ATTACKS = ("loss", "zlib", "mink", "minkpp")
 
@@ -89,20 +89,11 @@ def score_items(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = collate([items[i] for i in idx], pad_id)
-        ids = batch["input_ids"].to(device)
-        labels = batch["labels"][:, 1:].to(device)
-        scored = labels != -100
-        # logits only where a scored token is predicted (position t predicts token t + 1): the vocabulary projection
-        # is skipped for prompt positions when the model supports ``logits_to_keep``
-        cols = scored.any(0).nonzero().squeeze(1)
-        lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.numel() else (0, 1)
-        kwargs = {"logits_to_keep": torch.arange(lo, hi, device=device)} if _keeps_logits(model) else {}
-        logits = model(input_ids=ids, attention_mask=batch["attention_mask"].to(device), **kwargs).logits
-        logits = logits if kwargs else logits[:, lo:hi]
-        labels, scored = labels[:, lo:hi], scored[:, lo:hi]
-        rows = logits[scored].float()  # [n_scored_in_batch, vocab]
-        lp_all = torch.log_softmax(rows, dim=-1)
-        lp = lp_all.gather(1, labels[scored].unsqueeze(1)).squeeze(1)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits, targets, _ = label_logits(model, batch)
+        scored = batch["labels"][:, 1:] != -100
+        lp_all = torch.log_softmax(logits.float(), dim=-1)  # [n_scored_in_batch, vocab]
+        lp = lp_all.gather(1, targets.unsqueeze(1)).squeeze(1)
         mu = sigma = None
         if with_distribution:
             p = lp_all.exp()
@@ -117,10 +108,6 @@ def score_items(
             )
             offset += counts[row]
     return out  # type: ignore[return-value]
-
-
-def _keeps_logits(model) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
 def sequence_stats(

@@ -34,6 +34,7 @@ from grin_ui.config import ScoreConfig
 from grin_ui.data import Record, batches, encode
 from grin_ui.errors import GrinError
 from grin_ui.models import block_module
+from grin_ui.objectives import nll
 
 BIN_SHIFT = 16  # bins = top 16 bits of the float32 pattern (sign, 8 exponent bits, 7 mantissa bits)
 N_BINS = (0x7F800000 >> BIN_SHIFT) + 1  # bins 0 .. +inf
@@ -278,7 +279,7 @@ def _accumulate_grads(model, items, batch_size: int, pad_id: int, progress, done
     for batch in batches(items, batch_size, pad_id):
         batch = {k: v.to(device) for k, v in batch.items()}
         if (batch["labels"] != -100).any():
-            model(**batch).loss.backward()
+            nll(model, batch).backward()  # mean NLL over the label tokens, logits only where needed
         done += len(batch["input_ids"])
         if progress:
             progress(done, total, f"{label} gradients: {done}/{total} examples")

@@ -18,6 +18,8 @@ bound of the full KL, equal to it when π_ref's tail mass is negligible; it is 0
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -73,16 +75,39 @@ class StepBatch:
 # ---------------------------------------------------------------------------------------------- log-probs
 
 
-def token_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """log π of every label token. Returns (logp float32 [N], row int64 [N]): one entry per label position (labels
-    ≠ -100, after the usual one-token shift), ``row`` the example it belongs to. Logits are only normalized at
-    label positions."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+def label_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits where a label token is predicted (position t predicts token t + 1). Returns (logits [N, vocab] in the
+    model's dtype, targets int64 [N], row int64 [N]). The vocabulary projection runs only over the span of label
+    positions (``logits_to_keep``) when the model supports it: with short answers after long prompts this skips
+    most of the LM-head cost in both the forward and the backward pass."""
     labels = batch["labels"][:, 1:]
     where = labels != -100
-    logits = out.logits[:, :-1][where].float()
-    logp = -F.cross_entropy(logits, labels[where], reduction="none")
-    rows = where.nonzero()[:, 0]
+    cols = where.any(0).nonzero().squeeze(1)
+    lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.numel() else (0, 1)
+    if _keeps_logits(model):
+        idx = torch.arange(lo, hi, device=labels.device)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=idx).logits
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, lo:hi]
+    where = where[:, lo:hi]
+    return logits[where], labels[:, lo:hi][where], where.nonzero()[:, 0]
+
+
+@functools.cache
+def _forward_params(cls) -> frozenset:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def _keeps_logits(model) -> bool:
+    return "logits_to_keep" in _forward_params(type(model))
+
+
+def token_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π of every label token. Returns (logp float32 [N], row int64 [N]): one entry per label position (labels
+    ≠ -100, after the usual one-token shift), ``row`` the example it belongs to. Logits are only computed and
+    normalized at label positions (:func:`label_logits`)."""
+    logits, targets, rows = label_logits(model, batch)
+    logp = -F.cross_entropy(logits.float(), targets, reduction="none")
     return logp, rows
 
 
@@ -123,9 +148,7 @@ def reference_topk(model, batches: list[dict], k: int = KL_TOP_K) -> list[TopK]:
     """π_ref's top-k log-probs at the label positions of each batch (for the kl retain term)."""
     out = []
     for b in batches:
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1]
-        where = b["labels"][:, 1:] != -100
-        logp = torch.log_softmax(logits[where].float(), -1)
+        logp = torch.log_softmax(label_logits(model, b)[0].float(), -1)
         top = logp.topk(min(k, logp.shape[-1]), dim=-1)
         out.append(TopK(top.values, top.indices))
     return out
@@ -133,9 +156,7 @@ def reference_topk(model, batches: list[dict], k: int = KL_TOP_K) -> list[TopK]:
 
 def kl_to_reference(model, batch: dict[str, torch.Tensor], ref: TopK) -> torch.Tensor:
     """Mean over label positions of KL(π_ref ‖ π) on the top-K + rest buckets (module docstring). Scalar ≥ 0."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    where = batch["labels"][:, 1:] != -100
-    logq = torch.log_softmax(logits[where].float(), -1)
+    logq = torch.log_softmax(label_logits(model, batch)[0].float(), -1)
     q_top = logq.gather(1, ref.ids)
     p_top = ref.logp.exp()
     p_rest = (1 - p_top.sum(1)).clamp_min(0)

@@ -39,9 +39,10 @@ class GrinResult:
 
 
 def unlearn_pipeline(lm, forget: list[Record], retain: list[Record], cfg: RunConfig | None = None, progress=None,
-                     cancel=None, scores: Scores | None = None) -> GrinResult:
+                     cancel=None, scores: Scores | None = None, on_step=None) -> GrinResult:
     """Run GRIN on ``lm`` (a :class:`grin_ui.models.LoadedModel`). ``scores``: reuse GRI scores already computed
-    for this model and data (skips scoring). progress(stage, fraction, message), fraction in [0, 1] overall."""
+    for this model and data (skips scoring). progress(stage, fraction, message), fraction in [0, 1] overall.
+    on_step(step, steps, forget_term, retain_term): called after every training step (live loss curves)."""
     cfg = cfg or RunConfig()
     model, tok = lm.model, lm.tokenizer
     timings: dict[str, float] = {}
@@ -93,12 +94,14 @@ def unlearn_pipeline(lm, forget: list[Record], retain: list[Record], cfg: RunCon
     t0 = time.perf_counter()
     steps = cfg.unlearn.steps
 
-    def on_step(step, n, f, r):
+    def step_done(step, n, f, r):
         tail = f"forget {f:.3f}" + (f", retain {r:.3f}" if r is not None else "")
         report("unlearn", step / max(1, n), f"step {step}/{n}: {tail}")
+        if on_step:
+            on_step(step, n, f, r)
 
     try:
-        res = unlearn(model, tok, forget, retain, mask, cfg.unlearn, cfg.seed, progress=on_step, cancel=cancel,
+        res = unlearn(model, tok, forget, retain, mask, cfg.unlearn, cfg.seed, progress=step_done, cancel=cancel,
                       originals=originals, data=data)
     except BaseException:
         SparseDelta.capture(model, originals).undo(model)  # never leave noise behind

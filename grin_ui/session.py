@@ -16,7 +16,6 @@ This is the only module with process-wide mutable state; :meth:`SessionStore.cle
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -332,8 +331,6 @@ class _Acquire:
 # base model as the original, and writes its result into the session only when it succeeds. ``progress`` is a
 # callable ``progress(message, fraction=None)``; the library's own progress signatures are adapted here.
 
-_STEP_RE = re.compile(r"step (\d+)/(\d+): forget (-?[\d.eE+-]+|nan|inf)(?:, retain (-?[\d.eE+-]+|nan|inf))?")
-
 
 def _say(progress):
     return (lambda msg, frac=None: progress(msg, frac)) if progress else (lambda msg, frac=None: None)
@@ -345,15 +342,6 @@ def _sets(session: Session) -> dict[str, list]:
 
 def _store_evals(session: Session, which: str, ev: dict, utility: bool) -> None:
     session.evals[which] = dict(ev, _utility=utility)
-
-
-def _parse_step(message: str) -> dict | None:
-    """The pipeline reports each training step as 'step i/n: forget f, retain r'; read it back for live curves."""
-    m = _STEP_RE.search(message or "")
-    if not m:
-        return None
-    return {"step": int(m.group(1)), "forget_loss": float(m.group(3)),
-            "retain_loss": float(m.group(4)) if m.group(4) is not None else None}
 
 
 def load_data(store: SessionStore, session: Session, name: str, example_set, progress=None) -> list[int]:
@@ -414,13 +402,14 @@ def unlearn(store: SessionStore, session: Session, cfg, progress=None, on_step=N
 
     def report(stage, frac, msg):
         say(f"{stage}: {msg}", frac)
-        if on_step and stage == "unlearn":
-            step = _parse_step(msg)
-            if step:
-                on_step(step)
+
+    def step_done(step, steps, f, r):
+        if on_step:
+            on_step({"step": step, "forget_loss": f, "retain_loss": r})
 
     def job(lm):
-        res = unlearn_pipeline(lm, forget, retain, cfg, progress=report, cancel=session.cancel, scores=scores)
+        res = unlearn_pipeline(lm, forget, retain, cfg, progress=report, cancel=session.cancel, scores=scores,
+                               on_step=step_done)
         if res.delta is not None:
             res.delta.undo(lm.model)
         return res
