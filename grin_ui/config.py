@@ -59,14 +59,14 @@ class UnlearnConfig:
 
     objective: str = "npo"
     retain_loss: str = "nll"  # nll | kl (to the model before unlearning)
-    alpha: float = 1.0  # retain weight
+    alpha: float = 2.0  # retain weight
     npo_beta: float = 0.1
     simnpo_beta: float = 4.5
     simnpo_gamma: float = 0.0
     flat_form: str = "tv"  # tv | kl
-    lr: float = 1e-4
+    lr: float = 5e-3  # for a 1 % mask; an unmasked run needs a far smaller one (see README)
     steps: int = 20
-    batch_size: int = 8
+    batch_size: int = 4  # forget and retain examples per step
     weight_decay: float = 0.0  # applied to masked entries only
     max_grad_norm: float = 1.0
 
@@ -75,7 +75,7 @@ class UnlearnConfig:
 class EvalConfig:
     """Evaluation of a model state on the data sets (SPEC §4)."""
 
-    max_new_tokens: int = 64  # greedy generation length
+    max_new_tokens: int = 32  # greedy generation length (answers are one sentence; generation stops at EOS)
     batch_size: int = 8  # sequences per forward pass when scoring
     gen_batch_size: int = 16  # prompts per batched greedy generation
     k: float = 0.4  # fraction of lowest-scoring tokens for Min-K % and Min-K %++
@@ -120,9 +120,9 @@ class TeachConfig:
 
     The values were measured to teach the fictitious-authors example to the bundled model (see README)."""
 
-    lr: float = 1e-4
+    lr: float = 2e-4
     batch_size: int = 8
-    max_epochs: int = 12
+    max_epochs: int = 10
     check_every: int = 2  # epochs between knowledge checks (greedy answers on the forget set)
     target_hit_rate: float = 0.9  # stop once the forget answer hit rate reaches this
     weight_decay: float = 0.0

@@ -38,9 +38,10 @@ def url(tiny_dir):
 
 @pytest.fixture(scope="module")
 def page(url):
-    playwright = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api as playwright
+
     if not shutil.which(CHROMIUM):
-        pytest.skip("chromium is not installed")
+        pytest.fail("Debian's chromium is not installed at /usr/bin/chromium (./dev.sh test installs it)")
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)

@@ -99,7 +99,7 @@ class InfluencePanel:
         explain(INTRO)
         with gr.Row():
             self.compute_btn = gr.Button("Compute influence scores", variant="primary", scale=2)
-            self.sparsity = gr.Slider(0.01, 20, value=1.0, step=0.01, label="Sparsity: % of scored weights selected",
+            self.sparsity = gr.Slider(0.01, 10, value=1.0, step=0.01, label="Sparsity: % of scored weights selected",
                                       scale=3)
             self.scope = gr.Radio(list(SCOPES), value="global", label="Mask scope", scale=2)
         self.summary = gr.Markdown("*No scores yet.*", label="Selection summary")

@@ -147,7 +147,7 @@ class UnlearnPanel:
             self.objective = gr.Dropdown(list(OBJECTIVES), value=d.unlearn.objective, label="Objective")
             self.selector = gr.Dropdown(list(SELECTORS), value=d.mask.selector,
                                         label="Weight selection (grin = GRI mask; the others are baselines)")
-            self.sparsity = gr.Slider(0.01, 20, value=100 * d.mask.sparsity, step=0.01,
+            self.sparsity = gr.Slider(0.01, 10, value=100 * d.mask.sparsity, step=0.01,
                                       label="Sparsity: % of scored weights trained")
             self.scope = gr.Radio(list(SCOPES), value=d.mask.scope, label="Mask scope")
         with gr.Row():
