@@ -81,6 +81,8 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS[:2] + METHODS[3:]))
     ap.add_argument("--probes", default="nf4,rtn4")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--taught", help="fictitious-authors: use this taught model directory (from `grin-ui teach`) "
+                                     "instead of teaching (cached) here")
     ap.add_argument("--json", help="write every report here (one JSON object keyed example/method)")
     args = ap.parse_args()
     examples = args.example or ["real-knowledge", "fictitious-authors"]
@@ -92,7 +94,9 @@ def main() -> None:
     for example in examples:
         lm = load_model(args.model)
         sets = {k: v.records for k, v in load_example(example).items()}
-        if example == "fictitious-authors":
+        if example == "fictitious-authors" and args.taught:
+            lm = load_model(args.taught)
+        elif example == "fictitious-authors":
             t0 = time.perf_counter()
             path, res = teach_cached(lm, sets["forget"], sets["retain"])
             print(f"<!-- taught {example}: forget hit {pct(res.before['forget'])} → {pct(res.after['forget'])}, "
