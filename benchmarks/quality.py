@@ -20,9 +20,8 @@ from dataclasses import replace
 
 from grin_ui.config import MaskConfig, RunConfig
 from grin_ui.examples import load_example
-from grin_ui.journey import run_journey
+from grin_ui.journey import run_journey, teach
 from grin_ui.models import load_model
-from grin_ui.teach import teach_cached
 
 METHODS = ("grin", "random", "forget-saliency", "none", "none-small-lr")
 SMALL_LR = 1e-5  # the unmasked fine-tuning scale of Zhang et al.'s quantization experiment
@@ -98,7 +97,7 @@ def main() -> None:
             lm = load_model(args.taught)
         elif example == "fictitious-authors":
             t0 = time.perf_counter()
-            path, res = teach_cached(lm, sets["forget"], sets["retain"])
+            path, res = teach(lm, sets)
             print(f"<!-- taught {example}: forget hit {pct(res.before['forget'])} → {pct(res.after['forget'])}, "
                   f"retain {pct(res.before['retain'])} → {pct(res.after['retain'])} in {res.epochs} epochs, "
                   f"{res.seconds:.0f} s (cached: {res.cached}, {time.perf_counter() - t0:.0f} s now) -->", flush=True)

@@ -1,7 +1,10 @@
 """The ``grin-ui`` command line (SPEC §10).
 
     grin-ui serve [--host H] [--port P]
-    grin-ui run --model M --forget F [--retain F] [--holdout F] --out DIR [...]
+    grin-ui run --model M --forget F [--retain F] [--holdout F] [--neighbours F] --out DIR [...]
+    grin-ui run ... --probes nf4,relearn [--relearn-steps N --relearn-lr LR --relearn-fraction P]
+    grin-ui run --config DIR/report.json --out DIR2          # re-run a recorded session
+    grin-ui report --from DIR/report.json [--out DIR2]       # re-render report.html from the JSON
     grin-ui teach --model M --data F --out DIR
 
 Exit status: 0 success, 2 bad input (one line on stderr), 1 internal failure.
@@ -10,10 +13,18 @@ Exit status: 0 success, 2 bad input (one line on stderr), 1 internal failure.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from grin_ui.config import OBJECTIVES, SELECTORS
+from grin_ui.config import OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, RelearnConfig
 from grin_ui.errors import GrinError
+
+SETS_HELP = {
+    "forget": "examples to forget (.txt .jsonl .json .csv .tsv .parquet)",
+    "retain": "examples to keep (trained on)",
+    "holdout": "examples of the same kind the model never knew (membership inference, stopping check)",
+    "neighbours": "facts of the forget kind that must stay; evaluated only, never trained on",
+}
 
 
 def _serve(args) -> int:
@@ -23,8 +34,13 @@ def _serve(args) -> int:
     return 0
 
 
-def _progress(fraction: float, message: str) -> None:
-    print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
+def _progress(message: str, fraction: float | None = None) -> None:
+    head = "" if fraction is None else f"[{100 * fraction:5.1f}%] "
+    print(f"{head}{message}", file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+    print(f"grin-ui: warning: {message}", file=sys.stderr)
 
 
 def _teach(args) -> int:
@@ -41,8 +57,8 @@ def _teach(args) -> int:
     retain = load_file(args.retain).records if args.retain else []
     cfg = TeachConfig(**{k: v for k, v in (("lr", args.lr), ("max_epochs", args.epochs),
                                            ("batch_size", args.batch_size), ("seed", args.seed)) if v is not None})
-    lm = load_model(args.model, progress=lambda m: _progress(0.0, m))
-    result = teach(lm, data, retain, cfg, progress=_progress)
+    lm = load_model(args.model, progress=_progress)
+    result = teach(lm, data, retain, cfg, progress=lambda f, m: _progress(m, f))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lm.model.save_pretrained(out)
@@ -51,31 +67,46 @@ def _teach(args) -> int:
     print(f"taught {len(data)} examples in {result.epochs} epochs ({result.seconds:.0f} s): answer hit rate "
           f"{result.before['forget']:.0%} -> {result.after['forget']:.0%}; saved to {out}")
     if not result.reached:
-        print(f"grin-ui: warning: the target hit rate {cfg.target_hit_rate:.0%} was not reached in "
-              f"{cfg.max_epochs} epochs; try --epochs or --lr", file=sys.stderr)
+        _warn(f"the target hit rate {cfg.target_hit_rate:.0%} was not reached in {cfg.max_epochs} epochs; "
+              "try --epochs or --lr")
     return 0
 
 
-def _config(args):
-    from grin_ui.config import PROBE_KINDS, RunConfig
+OVERRIDES = (  # (section or None for the top level, field, argparse dest)
+    ("unlearn", "objective", "objective"), ("mask", "selector", "selector"), ("mask", "sparsity", "sparsity"),
+    ("mask", "scope", "scope"), ("noise", "scale", "noise"), ("unlearn", "steps", "steps"), ("unlearn", "lr", "lr"),
+    ("unlearn", "alpha", "alpha"), ("unlearn", "retain_loss", "retain_loss"), (None, "seed", "seed"),
+    ("relearn", "steps", "relearn_steps"), ("relearn", "lr", "relearn_lr"),
+    ("relearn", "train_fraction", "relearn_fraction"),
+)
 
-    cfg = RunConfig()
-    for section, key, value in (("unlearn", "objective", args.objective), ("mask", "selector", args.selector),
-                                ("mask", "sparsity", args.sparsity), ("mask", "scope", args.scope),
-                                ("noise", "scale", args.noise), ("unlearn", "steps", args.steps),
-                                ("unlearn", "lr", args.lr)):
+
+def _config(args, recorded: dict | None = None):
+    """The run's settings: the recorded ones (``--config``) or the defaults, with every flag given on top."""
+    from grin_ui.config import PROBE_KINDS, RunConfig
+    from grin_ui.journey import RELEARN
+
+    cfg = RunConfig.from_dict(recorded["config"]) if recorded else RunConfig()
+    for section, key, dest in OVERRIDES:
+        value = getattr(args, dest)
         if value is not None:
-            setattr(getattr(cfg, section), key, value)
-    if args.seed is not None:
-        cfg.seed = args.seed
+            setattr(getattr(cfg, section) if section else cfg, key, value)
+    if args.no_utility:
+        cfg.utility = False
+    if args.no_stop:
+        cfg.unlearn.stop_when_forgotten = False
     if args.probes is not None:
         probes = tuple(p.strip() for p in args.probes.split(",") if p.strip())
-        unknown = [p for p in probes if p not in PROBE_KINDS]
+        unknown = [p for p in probes if p not in (*PROBE_KINDS, RELEARN)]
         if unknown:
-            raise GrinError(f"Unknown probe '{unknown[0]}'; choose from {', '.join(PROBE_KINDS)}.")
-        cfg.probes = probes
+            raise GrinError(f"Unknown probe '{unknown[0]}'; choose from {', '.join((*PROBE_KINDS, RELEARN))}.")
+        cfg.probes = tuple(dict.fromkeys(probes))
     if not 0 < cfg.mask.sparsity <= 1:
         raise GrinError(f"--sparsity must be in (0, 1], got {cfg.mask.sparsity}.")
+    if not 0 < cfg.relearn.train_fraction < 1:
+        raise GrinError(f"--relearn-fraction must be between 0 and 1, got {cfg.relearn.train_fraction}.")
+    if cfg.relearn.steps < 1 or cfg.relearn.lr <= 0:
+        raise GrinError("--relearn-steps must be at least 1 and --relearn-lr positive.")
     return cfg
 
 
@@ -83,47 +114,113 @@ def _fmt_metric(v) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
-def _run(args) -> int:
-    from grin_ui.data import load_file
-    from grin_ui.journey import run_journey
-    from grin_ui.models import load_model
+def summary_lines(report: dict) -> list[str]:
+    """The metrics table `grin-ui run` prints: one row per model state and set (forget, retain, neighbours,
+    holdout), with the fluency columns (ends, loops) when the evaluation measured them."""
+    from grin_ui.report import SET_ORDER, fluency_of
 
-    cfg = _config(args)
-    sets = {"forget": load_file(args.forget, cfg.limits)}
-    for name in ("retain", "holdout"):
-        if getattr(args, name):
-            sets[name] = load_file(getattr(args, name), cfg.limits)
-    for s in sets.values():
-        for w in s.warnings:
-            print(f"grin-ui: warning: {w}", file=sys.stderr)
-    lm = load_model(args.model, progress=lambda m: _progress(0.0, m))
-    if args.teach:
-        from grin_ui.teach import teach_cached
-
-        retain = sets["retain"].records if "retain" in sets else []
-        path, res = teach_cached(lm, sets["forget"].records, retain, progress=_progress)
-        print(f"taught model: {path} (forget hit rate {res.after['forget']:.0%}"
-              f"{', cached' if res.cached else ''})", file=sys.stderr)
-        lm = load_model(str(path))
-    report, _ = run_journey(lm, sets, cfg, out_dir=args.out,
-                            progress=lambda stage, msg: print(f"[{stage}] {msg}", file=sys.stderr, flush=True))
     ev = report["eval"]
     rows = [("original", ev["original"]), ("unlearned", ev["unlearned"])]
     rows += [(f"{k} unlearned", v["unlearned"]) for k, v in ev["probes"].items()]
-    print(f"{'state':<18}{'set':<9}{'hit rate':>9}{'ROUGE-L':>9}{'P(a|q)':>9}{'NLL':>9}")
+    fluent = any(fluency_of(e.get(s) or {}) for _, e in rows for s in SET_ORDER)
+    head = f"{'state':<18}{'set':<11}{'hit rate':>9}{'ROUGE-L':>9}{'P(a|q)':>9}{'NLL':>9}"
+    lines = [head + (f"{'ends':>8}{'loops':>8}" if fluent else "")]
     for label, e in rows:
-        for set_name in ("forget", "retain", "holdout"):
+        for set_name in SET_ORDER:
             if set_name in e:
                 m = e[set_name]
-                print(f"{label:<18}{set_name:<9}{_fmt_metric(m['answer_hit_rate']):>9}"
-                      f"{_fmt_metric(m['rougeL_recall']):>9}{_fmt_metric(m['answer_prob']):>9}"
-                      f"{_fmt_metric(m['nll']):>9}")
+                line = (f"{label:<18}{set_name:<11}{_fmt_metric(m['answer_hit_rate']):>9}"
+                        f"{_fmt_metric(m['rougeL_recall']):>9}{_fmt_metric(m['answer_prob']):>9}"
+                        f"{_fmt_metric(m['nll']):>9}")
+                if fluent:
+                    f = fluency_of(m)
+                    line += f"{_fmt_metric(f.get('ends_rate')):>8}{_fmt_metric(f.get('loop_rate')):>8}"
+                lines.append(line)
+    return lines
+
+
+def relearn_lines(report: dict) -> list[str]:
+    """What `grin-ui run` prints about the relearning probe: recovery % per metric on the forget examples it did not
+    relearn on, and the reference gain (the same steps on facts the model never knew)."""
+    rl = report.get("relearn")
+    if not rl:
+        return []
+    pct = lambda v: "—" if v is None else f"{v:.0f} %"  # noqa: E731
+    split, cfg = rl["split"]["forget"], rl["config"]
+    lines = [f"relearning ({cfg['steps']} steps, lr {cfg['lr']:g}, on {len(split['train'])} forget examples; "
+             f"measured on the other {len(split['eval'])}): recovery "
+             + (", ".join(f"{k} {pct(v)}" for k, v in rl["recovery"].items()) if rl.get("recovery") else "—")]
+    if rl.get("reference_gain"):
+        lines.append("relearning reference (the same steps on never-known facts): gain "
+                     + ", ".join(f"{k} {pct(v)}" for k, v in rl["reference_gain"].items()))
+    return lines
+
+
+def _check_weights(lm, recorded: dict) -> None:
+    from grin_ui.report import weights_sha256
+
+    want, got = recorded["model"]["weights_sha256"], weights_sha256(lm.model)
+    if want != got:
+        _warn(f"the model's weights differ from the recorded ones (sha256 {got[:12]}… instead of {want[:12]}…): "
+              "the metrics will differ")
+
+
+def _run(args) -> int:
+    from grin_ui.data import load_file
+    from grin_ui.examples import SET_NAMES
+    from grin_ui.journey import run_journey, teach
+    from grin_ui.models import load_model
+    from grin_ui.report import read_report
+    from grin_ui.rerun import check_data, data_paths, recorded_model
+
+    recorded = read_report(args.config) if args.config else None
+    cfg = _config(args, recorded)
+    given = {n: getattr(args, n) for n in SET_NAMES if getattr(args, n)}
+    if recorded:
+        paths = data_paths(recorded, given, os.path.dirname(os.path.abspath(args.config)))
+    elif "forget" not in given:
+        raise GrinError("Give the examples to forget with --forget FILE (or re-run a report with --config).")
+    else:
+        paths = given
+    sets = {n: load_file(p, cfg.limits) for n, p in paths.items()}
+    if recorded:
+        check_data(recorded, sets)
+    for s in sets.values():
+        for w in s.warnings:
+            _warn(w)
+    spec, taught = recorded_model(recorded) if recorded and args.model is None else (args.model or "default", False)
+    lm = load_model(spec, progress=_progress)
+    loaded, taught_from = spec, None
+    if taught or args.teach:
+        path, res = teach(lm, sets, progress=_progress)
+        _progress(f"taught model: {path} (forget hit rate {res.after['forget']:.0%}"
+                  f"{', cached' if res.cached else ''})")
+        lm, loaded, taught_from = load_model(str(path)), str(path), spec
+    if recorded:
+        _check_weights(lm, recorded)
+    files = {n: os.path.abspath(p) for n, p in paths.items()}
+    report, _ = run_journey(lm, sets, cfg, out_dir=args.out, progress=_progress, spec=loaded,
+                            taught_from=taught_from, files=files)
+    print("\n".join(summary_lines(report)))
     for probe, rec in report["recovery"].items():
         print(f"recovery under {probe}: " + ", ".join(
             f"{k} {'—' if v is None else f'{v:.0f} %'}" for k, v in rec.items()))
+    for line in relearn_lines(report):
+        print(line)
     mask = report["mask"]
     print(f"mask: {mask['selected']:,} of {mask['total']:,} weights; time {report['timings']['total']:.1f} s; "
           f"wrote {args.out}/report.json, report.html, delta.safetensors")
+    return 0
+
+
+def _report(args) -> int:
+    from pathlib import Path
+
+    from grin_ui.report import read_report, write_html
+
+    rep = read_report(args.source)
+    out = write_html(rep, args.out or Path(args.source).resolve().parent)
+    print(f"wrote {out}")
     return 0
 
 
@@ -141,23 +238,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_serve)
 
     r = sub.add_parser("run", help="the whole journey headless: evaluate, GRIN unlearning, probes, report")
-    r.add_argument("--model", default="default", help="default, a hub id or a directory")
-    r.add_argument("--forget", required=True, help="examples to forget (.txt .jsonl .json .csv .tsv .parquet)")
-    r.add_argument("--retain", help="examples to keep")
-    r.add_argument("--holdout", help="examples of the same kind never trained on (membership inference)")
+    r.add_argument("--config", metavar="REPORT",
+                   help="re-run the session recorded in this report.json: its seed and settings (flags given here "
+                        "override them), its model, and its data files unless given (their sha256 must match)")
+    r.add_argument("--model", help="default, a hub id or a directory (default: default, or the recorded model)")
+    for name, help_text in SETS_HELP.items():
+        r.add_argument(f"--{name}", metavar="FILE", help=help_text)
     r.add_argument("--out", required=True, help="output directory (report.json, report.html, delta.safetensors)")
     r.add_argument("--objective", choices=OBJECTIVES)
     r.add_argument("--selector", choices=SELECTORS)
     r.add_argument("--sparsity", type=float, help="fraction of scored weights selected (default 0.01)")
-    r.add_argument("--scope", choices=("global", "tensor", "row"))
+    r.add_argument("--scope", choices=SCOPES)
     r.add_argument("--noise", type=float, help="noise scale kappa (0 disables)")
     r.add_argument("--steps", type=int)
     r.add_argument("--lr", type=float)
+    r.add_argument("--alpha", type=float, help="retain weight")
+    r.add_argument("--retain-loss", choices=RETAIN_LOSSES, help="retain term: nll or kl (to the original model)")
     r.add_argument("--seed", type=int)
-    r.add_argument("--probes", help="comma-separated: nf4,fp4,int8,rtn4,rtn8 (empty string for none)")
+    r.add_argument("--probes",
+                   help="comma-separated probes run after unlearning (default nf4; empty string for none): the "
+                        "quantization probes nf4,fp4,int8,rtn4,rtn8, and relearn — the relearning probe: fine-tune "
+                        "the unlearned model on part of the forget set and measure how much of the rest comes back, "
+                        "next to the same steps on the holdout set (facts never known) as the reference")
+    rl = RelearnConfig()
+    r.add_argument("--relearn-steps", type=int, help=f"relearning probe: fine-tuning steps (default {rl.steps})")
+    r.add_argument("--relearn-lr", type=float, help=f"relearning probe: learning rate (default {rl.lr:g})")
+    r.add_argument("--relearn-fraction", type=float,
+                   help=f"relearning probe: share of the forget (and holdout) set relearned on; the rest is "
+                        f"measured (default {rl.train_fraction:g})")
+    r.add_argument("--no-stop", action="store_true",
+                   help="run every step of the budget instead of stopping once the forget set is forgotten (at the "
+                        "level of the holdout set, or of the forget answers' wrong alternatives)")
+    r.add_argument("--no-utility", action="store_true",
+                   help="skip perplexity and multiple-choice accuracy (faster)")
     r.add_argument("--teach", action="store_true",
-                   help="first teach the model forget + retain (cached), for data it does not know yet")
+                   help="first teach the model forget + retain + neighbours (cached), for data it does not know yet")
     r.set_defaults(func=_run)
+
+    o = sub.add_parser("report", help="re-render report.html from a report.json (checked against the schema)")
+    o.add_argument("--from", dest="source", required=True, metavar="REPORT", help="the report.json to render")
+    o.add_argument("--out", help="directory for report.html (default: the folder of the JSON)")
+    o.set_defaults(func=_report)
 
     t = sub.add_parser("teach", help="fine-tune a model until it knows the given data (e.g. fictitious facts)")
     t.add_argument("--model", default="default", help="default, a hub id or a directory")
@@ -184,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         print("grin-ui: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # internal failure: keep it to one line unless debugging
-        if "--debug" in sys.argv or __import__("os").environ.get("GRIN_UI_DEBUG"):
+        if "--debug" in sys.argv or os.environ.get("GRIN_UI_DEBUG"):
             raise
         print(f"grin-ui: internal error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
@@ -192,3 +313,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

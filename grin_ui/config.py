@@ -34,6 +34,7 @@ class ScoreConfig:
     include_lm_head: bool = False  # opt-in: output head (when not tied to the embeddings)
     include_norms: bool = False  # opt-in: normalization weights
     include_biases: bool = False  # opt-in: biases
+    focus_fact: bool = True  # forget gradient over the answer tokens that carry the fact (data.fact_span; our choice)
 
 
 @dataclass
@@ -69,6 +70,12 @@ class UnlearnConfig:
     batch_size: int = 4  # forget and retain examples per step
     weight_decay: float = 0.0  # applied to masked entries only
     max_grad_norm: float = 1.0
+    focus_fact: bool = True  # forget term over the tokens that carry the fact, not the shared phrasing (our choice)
+    stop_when_forgotten: bool = True  # steps become a budget: stop once the forget set is forgotten (grin_ui.stopping)
+    stop_check_every: int = 2  # steps between checks
+    stop_margin: float = 0.0  # nats: the level counts as reached at forget NLL ≥ reference NLL − margin
+    stop_hit_rate: float = 0.0  # confirm: greedy forget answer hit rate at or below this
+    stop_check_tokens: int = 24  # new tokens generated per forget answer for the confirmation
 
 
 @dataclass
@@ -81,6 +88,8 @@ class EvalConfig:
     k: float = 0.4  # fraction of lowest-scoring tokens for Min-K % and Min-K %++
     max_tokens: int = 256  # per example (and per utility sequence); also capped at the model's context length
     max_listed_examples: int | None = None  # per set in the result's "examples" list; None = all
+    truth_ratio: bool = True  # score paraphrased / perturbed answers (when the data has them)
+    generate_holdout: bool = True  # greedy answers for the holdout set (membership inference needs only log-probs)
 
 
 PROBE_KINDS = ("nf4", "fp4", "int8", "rtn4", "rtn8")
@@ -96,6 +105,23 @@ class ProbeConfig:
 
 
 @dataclass
+class RelearnConfig:
+    """The relearning probe (SPEC §5, grin_ui.relearn): fine-tune the unlearned model for a few steps on part of the
+    forget set and measure how much returns on the rest; the same steps on the holdout set (facts never known) give
+    the reference. ``relearn_probe(lm, forget, holdout, **asdict(cfg))``. Not yet tuned on the bundled model:
+    measure before quoting figures."""
+
+    train_fraction: float = 0.5  # share of the forget (and holdout) set relearned on; the rest is evaluated
+    n_train: int | None = None  # examples relearned on; overrides train_fraction
+    steps: int = 10  # AdamW steps on every weight
+    lr: float = 5e-5
+    batch_size: int = 4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0  # the split and the batch order
+
+
+@dataclass
 class RunConfig:
     """The whole journey: score -> mask -> noise -> unlearn -> evaluate -> probes."""
 
@@ -107,11 +133,61 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     seed: int = 0
-    probes: tuple[str, ...] = ("nf4",)  # quantization probes run after unlearning
+    probes: tuple[str, ...] = ("nf4",)  # run after unlearning: quantization kinds (PROBE_KINDS) and "relearn"
     utility: bool = True  # perplexity and multiple-choice accuracy for the original and unlearned model
+    relearn: RelearnConfig = field(default_factory=RelearnConfig)  # "relearn" in probes runs it
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        """The inverse of :meth:`to_dict` (e.g. a report's ``config`` block). Keys left out keep their defaults;
+        an unknown key or a value of the wrong type is a GrinError naming it."""
+        return RunConfig._fill(cls(), data, "config")
+
+    @staticmethod
+    def _fill(obj, data, where: str):
+        from dataclasses import fields
+
+        from grin_ui.errors import GrinError
+
+        if not isinstance(data, dict):
+            raise GrinError(f"{where} must be an object, got {type(data).__name__}.")
+        known = {f.name for f in fields(obj)}
+        for key, value in data.items():
+            if key not in known:
+                raise GrinError(f"Unknown setting {where}.{key} (this grin-ui knows: {', '.join(sorted(known))}).")
+            setattr(obj, key, RunConfig._value(getattr(obj, key), value, f"{where}.{key}"))
+        return obj
+
+    @staticmethod
+    def _value(default, value, where: str):
+        from dataclasses import is_dataclass
+
+        from grin_ui.errors import GrinError
+
+        if is_dataclass(default):
+            return RunConfig._fill(default, value, where)
+        if default is None:
+            return value
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = (isinstance(value, int) and not isinstance(value, bool)) or \
+                (isinstance(value, float) and value.is_integer())
+            value = int(value) if ok else value
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, tuple):
+            ok = isinstance(value, (list, tuple))
+            value = tuple(value) if ok else value
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            raise GrinError(f"Setting {where} should be like {default!r}, got {value!r}.")
+        return value
 
 
 @dataclass

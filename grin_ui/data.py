@@ -354,25 +354,83 @@ def end_of_answer_ids(tokenizer) -> list[int]:
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
 
-def encode(records: list[Record], tokenizer, max_tokens: int = 256, add_end: bool = False) -> Encoded:
+def _word_start(text: str, i: int) -> int:
+    while i > 0 and text[i - 1].isalnum():
+        i -= 1
+    return i
+
+
+def _word_end(text: str, i: int) -> int:
+    while i < len(text) and text[i].isalnum():
+        i += 1
+    return i
+
+
+def fact_span(answer: str, alternatives: list[str] = (), keywords: list[str] = ()) -> tuple[int, int] | None:
+    """The characters of ``answer`` that carry the fact (*our choice*): the part not shared with its wrong
+    alternatives — the answer minus the longest prefix and suffix (at word boundaries) common to it and every
+    alternative ("The capital of Cuba is [Havana]." against "The capital of Cuba is Lyon.") — else the first keyword
+    found in it, else None (the whole answer)."""
+    alts = [x for x in alternatives if x and x != answer]
+    if alts:
+        pre = min(next((i for i, (a, b) in enumerate(zip(answer, x)) if a != b), min(len(answer), len(x)))
+                  for x in alts)
+        suf = min(next((i for i, (a, b) in enumerate(zip(reversed(answer), reversed(x))) if a != b),
+                       min(len(answer), len(x))) for x in alts)
+        lo, hi = _word_start(answer, pre), _word_end(answer, len(answer) - suf)
+        if 0 <= lo < hi <= len(answer) and (lo, hi) != (0, len(answer)) and answer[lo:hi].strip():
+            return lo, hi
+    low = answer.lower()
+    for k in keywords:
+        i = low.find(k.lower()) if k else -1
+        if i >= 0:
+            return i, i + len(k)
+    return None
+
+
+def answer_token_ids(tokenizer, answer: str) -> list[int]:
+    """Token ids of an answer exactly as :func:`encode` puts them after the prompt."""
+    return _answer_ids(tokenizer, answer, None)[0]
+
+
+def _answer_ids(tokenizer, answer: str, span: tuple[int, int] | None) -> tuple[list[int], list[bool]]:
+    """Token ids of an answer and, per token, whether it overlaps ``span`` (all True without a span)."""
+    text = answer if tokenizer.chat_template else " " + answer
+    shift = len(text) - len(answer)
+    if span is None:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids, [True] * len(ids)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    lo, hi = span[0] + shift, span[1] + shift
+    keep = [b > lo and a < hi for a, b in enc["offset_mapping"]]
+    if not any(keep):
+        keep = [True] * len(enc["input_ids"])
+    return enc["input_ids"], keep
+
+
+def encode(records: list[Record], tokenizer, max_tokens: int = 256, add_end: bool = False,
+           focus: bool = False) -> Encoded:
     """Tokenize records. Q/A: prompt + answer, labels on the answer tokens only (plus the end-of-turn token when
-    ``add_end``, used when teaching so that generations stop after the answer). Raw text: labels on all tokens, the
-    first half used as the prompt when generating. Examples over ``max_tokens`` are truncated (answer kept first
-    where possible) and counted in a warning."""
+    ``add_end``, used when teaching so that generations stop after the answer). ``focus``: labels only on the
+    tokens of the answer that carry the fact (:func:`fact_span`: not shared with the record's perturbed answers, or
+    its keyword) — what unlearning pushes down, so that the phrasing every answer of the kind shares ("The capital
+    of … is") is left alone. Raw text: labels on all tokens, the first half used as the prompt when generating.
+    Examples over ``max_tokens`` are truncated (answer kept first where possible) and counted in a warning."""
     end = end_of_answer_ids(tokenizer) if add_end else []
     items, truncated = [], 0
     for r in records:
         if r.is_qa:
             p = prompt_ids(tokenizer, r.question)
-            a = tokenizer(" " + r.answer if not tokenizer.chat_template else r.answer, add_special_tokens=False)[
-                "input_ids"
-            ] + end
+            span = fact_span(r.answer, r.perturbed_answers, r.keywords) if focus else None
+            a, keep = _answer_ids(tokenizer, r.answer, span)
+            a, keep = a + end, keep + [True] * len(end)
             if len(p) + len(a) > max_tokens:
                 truncated += 1
                 keep_a = min(len(a), max(max_tokens // 2, max_tokens - len(p)))
-                a = a[:keep_a]
+                a, keep = a[:keep_a], keep[:keep_a]
                 p = p[len(p) - (max_tokens - keep_a):] if max_tokens - keep_a > 0 else []
-            items.append(EncodedExample(p + a, [-100] * len(p) + a, len(p), r.answer))
+            labels = [t if k else -100 for t, k in zip(a, keep)]
+            items.append(EncodedExample(p + a, [-100] * len(p) + labels, len(p), r.answer))
         else:
             ids = tokenizer(r.text, add_special_tokens=True)["input_ids"]
             if len(ids) > max_tokens:

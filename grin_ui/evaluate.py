@@ -25,8 +25,10 @@ from grin_ui.config import EvalConfig
 from grin_ui.data import EncodedExample, Record, collate, encode, prompt_ids
 from grin_ui.errors import GrinError
 from grin_ui.examples import assets_dir
-from grin_ui.generation import generate_ids
+from grin_ui.fluency import answer_nll, fluency_summary, gibberish_threshold, loops
+from grin_ui.generation import generate_details
 from grin_ui.objectives import label_logits
+from grin_ui.tokens import pad_id
 
 MIA_ATTACKS = ("loss", "zlib", "mink", "minkpp")
 
@@ -116,11 +118,7 @@ def sequence_stats(
 ) -> list[SeqStats]:
     """Per-example token log-probs of the records' answers (or whole raw texts), plus μ_t/σ_t for Min-K %++."""
     enc = encode(list(records), tokenizer, _token_limit(model, max_tokens), add_end=False)
-    return score_items(model, enc.items, _pad_id(tokenizer), batch_size, with_distribution)
-
-
-def _pad_id(tokenizer) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return score_items(model, enc.items, pad_id(tokenizer), batch_size, with_distribution)
 
 
 # ---------------------------------------------------------------------------------------------- one set
@@ -140,7 +138,7 @@ def _truth_ratios(model, tokenizer, records: Sequence[Record], cfg: EvalConfig, 
     if not extra:
         return [None] * len(records)
     enc = encode(extra, tokenizer, limit, add_end=False)
-    st = score_items(model, enc.items, _pad_id(tokenizer), cfg.batch_size)
+    st = score_items(model, enc.items, pad_id(tokenizer), cfg.batch_size)
     out: list[float | None] = []
     for span in spans:
         if span is None:
@@ -158,35 +156,38 @@ def _mean(values) -> float:
 
 def _evaluate_set(model, tokenizer, name: str, records: list[Record], cfg: EvalConfig, limit: int):
     enc = encode(records, tokenizer, limit, add_end=False)
-    stats = score_items(model, enc.items, _pad_id(tokenizer), cfg.batch_size,
+    stats = score_items(model, enc.items, pad_id(tokenizer), cfg.batch_size,
                         with_distribution=name in ("forget", "holdout"))
-    gens = generate_ids(model, tokenizer, [it.input_ids[: it.prompt_len] for it in enc.items],
-                        cfg.max_new_tokens, cfg.gen_batch_size)
-    ratios = _truth_ratios(model, tokenizer, records, cfg, limit)
+    if name == "holdout" and not cfg.generate_holdout:
+        gens = [None] * len(records)
+    else:
+        gens = generate_details(model, tokenizer, [it.input_ids[: it.prompt_len] for it in enc.items],
+                                cfg.max_new_tokens, cfg.gen_batch_size)
+    ratios = _truth_ratios(model, tokenizer, records, cfg, limit) if cfg.truth_ratio else [None] * len(records)
     examples = []
-    for r, it, st, gen, tr in zip(records, enc.items, stats, gens, ratios):
+    for r, it, st, g, tr in zip(records, enc.items, stats, gens, ratios):
         reference = r.answer if r.is_qa else it.answer
         ex = {
             "question": r.question if r.is_qa else tokenizer.decode(it.input_ids[: it.prompt_len],
                                                                     skip_special_tokens=True),
             "reference": reference,
-            "generation": gen,
-            "hit": M.answer_hit(gen, reference, r.keywords),
-            "rougeL_recall": M.rouge_l_recall(gen, reference),
             "answer_prob": st.prob,
             "nll": st.nll,
             "tokens": st.n,
         }
+        if g is not None:
+            ex.update(generation=g.text, hit=M.answer_hit(g.text, reference, r.keywords),
+                      rougeL_recall=M.rouge_l_recall(g.text, reference), finished=g.finished, loop=loops(g.text))
         if tr is not None:
             ex["truth_ratio"] = tr
         examples.append(ex)
-    result = {
-        "n": len(records),
-        "answer_hit_rate": _mean(float(e["hit"]) for e in examples),
-        "rougeL_recall": _mean(e["rougeL_recall"] for e in examples),
-        "answer_prob": _mean(e["answer_prob"] for e in examples),
-        "nll": _mean(e["nll"] for e in examples),
-    }
+    result = {"n": len(records)}
+    if gens[0] is not None:
+        result.update(answer_hit_rate=_mean(float(e["hit"]) for e in examples),
+                      rougeL_recall=_mean(e["rougeL_recall"] for e in examples))
+    result.update(answer_prob=_mean(e["answer_prob"] for e in examples), nll=_mean(e["nll"] for e in examples))
+    if gens[0] is not None:
+        result["fluency"] = fluency_summary([g.finished for g in gens], [g.text for g in gens])
     trs = [t for t in ratios if t is not None]
     if trs:
         result["truth_ratio"] = M.truth_ratio_forget(trs) if name == "forget" else M.truth_ratio_other(trs)
@@ -200,12 +201,44 @@ def _evaluate_set(model, tokenizer, name: str, records: list[Record], cfg: EvalC
     return result, stats, texts
 
 
+FLUENCY_SETS = ("forget", "retain", "neighbours", "holdout")
+
+
+def add_gibberish(model, tokenizer, original_eval: dict, *evals: dict, batch_size: int = 16) -> float:
+    """Score the generations of ``original_eval`` and of every other evaluation in ``evals`` under ``model`` — which
+    must hold the ORIGINAL weights — and add the gibberish measures (:mod:`grin_ui.fluency`): per example
+    ``gibberish_nll``, per set ``fluency.gibberish_rate`` / ``gibberish_nll`` / ``gibberish_threshold``. The
+    threshold is calibrated on the original model's own answers over all sets. Needs every example listed
+    (``max_listed_examples`` None); examples already scored are not scored again. Returns the threshold."""
+
+    def score(ev: dict) -> None:
+        for name in FLUENCY_SETS:
+            exs = [e for e in ev.get(name, {}).get("examples") or [] if "generation" in e and "gibberish_nll" not in e]
+            qs = [e["question"] for e in exs]
+            for e, v in zip(exs, answer_nll(model, tokenizer, qs, [e["generation"] for e in exs], batch_size)):
+                e["gibberish_nll"] = v
+
+    score(original_eval)
+    own = [e.get("gibberish_nll") for name in FLUENCY_SETS for e in original_eval.get(name, {}).get("examples", [])]
+    cut = gibberish_threshold(own)
+    for ev in (original_eval, *evals):
+        if ev is not original_eval:
+            score(ev)
+        for name in FLUENCY_SETS:
+            exs = [e for e in ev.get(name, {}).get("examples") or [] if "generation" in e]
+            if exs:
+                ev[name]["fluency"] = {**ev[name].get("fluency", {}), **fluency_summary(
+                    [e.get("finished", True) for e in exs], [e["generation"] for e in exs],
+                    [e.get("gibberish_nll") for e in exs], cut)}
+    return cut
+
+
 def _mia(member: list[SeqStats], member_texts: list[str], non: list[SeqStats], non_texts: list[str], k: float):
     def scores(stats: list[SeqStats], texts: list[str]) -> dict[str, list[float]]:
         kept = [(s, t) for s, t in zip(stats, texts) if s.n > 0]
         return {
             "loss": [-s.nll for s, _ in kept],
-            "zlib": [-M.zlib_score(s.nll_sum, t) for s, t in kept],
+            "zlib": [-M.zlib_score(s.nll, t) for s, t in kept],
             "mink": [M.min_k(s.logprobs.tolist(), k) for s, _ in kept],
             "minkpp": [M.min_k_plus_plus(s.logprobs.tolist(), s.mu.tolist(), s.sigma.tolist(), k) for s, _ in kept],
         }
@@ -274,7 +307,7 @@ def choice_logprobs(model, tokenizer, rows: Sequence[dict], batch_size: int = 8)
     from transformers.cache_utils import Cache
 
     device = next(model.parameters()).device
-    pad = _pad_id(tokenizer)
+    pad = pad_id(tokenizer)
     out: list[list[float]] = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]

@@ -13,7 +13,7 @@ from grin_ui.config import DataLimits
 from grin_ui.data import EXTENSIONS, ExampleSet, load_file
 from grin_ui.errors import GrinError
 
-SET_NAMES = ("forget", "retain", "holdout")
+SET_NAMES = ("forget", "retain", "holdout", "neighbours")
 
 
 def assets_dir() -> Path:

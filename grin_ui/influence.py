@@ -35,6 +35,7 @@ from grin_ui.data import Record, batches, encode
 from grin_ui.errors import GrinError
 from grin_ui.models import block_module
 from grin_ui.objectives import nll
+from grin_ui.tokens import pad_id
 
 BIN_SHIFT = 16  # bins = top 16 bits of the float32 pattern (sign, 8 exponent bits, 7 mantissa bits)
 N_BINS = (0x7F800000 >> BIN_SHIFT) + 1  # bins 0 .. +inf
@@ -291,7 +292,8 @@ def compute_scores(model: torch.nn.Module, tokenizer, forget: list[Record], reta
                    max_tokens: int = 256) -> Scores:
     """Compute GRI scores of :func:`scored_parameters` (formula in the module docstring).
 
-    forget, retain: records; each batch contributes the gradient of its mean NLL (G_f, G_r are sums over batches).
+    forget, retain: records; each batch contributes the gradient of its mean NLL (G_f, G_r are sums over batches);
+    with ``cfg.focus_fact`` the forget NLL is taken over the answer tokens that carry the fact (grin_ui.data.fact_span).
     progress(done, total, message): optional, called after each batch (``total`` = forget + retain examples).
     The model's weights are not changed; requires_grad flags are restored, gradients set to None and the model is
     left in eval mode.
@@ -306,8 +308,8 @@ def compute_scores(model: torch.nn.Module, tokenizer, forget: list[Record], reta
     params = scored_parameters(model, cfg)
     if not params:
         raise GrinError("This model has no weights to score (no 2-D weights inside recognisable transformer blocks).")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    f_items = encode(forget, tokenizer, max_tokens).items
+    pad = pad_id(tokenizer)
+    f_items = encode(forget, tokenizer, max_tokens, focus=cfg.focus_fact).items
     r_items = encode(retain, tokenizer, max_tokens).items
     total = len(f_items) + len(r_items)
 

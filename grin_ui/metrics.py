@@ -90,10 +90,11 @@ def truth_ratio_other(ratios: Sequence[float]) -> float:
 # ---------------------------------------------------------------------------------------------- MIA scores
 
 
-def zlib_score(nll_sum: float, text: str) -> float:
-    """ZLib attack statistic: total NLL (nats, summed over the scored tokens) / len(zlib.compress(text as UTF-8))
-    in bytes. Higher means *less* likely a member; negate it for :func:`auc`."""
-    return float(nll_sum) / len(zlib.compress(text.encode("utf-8")))
+def zlib_score(nll_mean: float, text: str) -> float:
+    """ZLib attack statistic (Carlini et al. 2021): the model's log-perplexity of the text over its zlib entropy,
+    i.e. the *mean* NLL per scored token (nats) / len(zlib.compress(text as UTF-8)) in bytes. Higher means *less*
+    likely a member; negate it for :func:`auc`. Pass the mean, not the sum, over the scored tokens."""
+    return float(nll_mean) / len(zlib.compress(text.encode("utf-8")))
 
 
 def _lowest_k_mean(values: Sequence[float], k: float) -> float:

@@ -36,13 +36,17 @@ class GrinResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     cancelled: bool = False
     stats: dict = field(default_factory=dict)
+    stopping: dict | None = None  # the stop-when-forgotten checks and stopping step (grin_ui.stopping)
 
 
 def unlearn_pipeline(lm, forget: list[Record], retain: list[Record], cfg: RunConfig | None = None, progress=None,
-                     cancel=None, scores: Scores | None = None, on_step=None) -> GrinResult:
+                     cancel=None, scores: Scores | None = None, on_step=None,
+                    holdout: list[Record] | None = None) -> GrinResult:
     """Run GRIN on ``lm`` (a :class:`grin_ui.models.LoadedModel`). ``scores``: reuse GRI scores already computed
     for this model and data (skips scoring). progress(stage, fraction, message), fraction in [0, 1] overall.
-    on_step(step, steps, forget_term, retain_term): called after every training step (live loss curves)."""
+    on_step(step, steps, forget_term, retain_term): called after every training step (live loss curves).
+    holdout: facts of the forget set's kind the model never knew — the level the stop-when-forgotten check stops at
+    (``cfg.unlearn.stop_when_forgotten``; see :mod:`grin_ui.stopping`)."""
     cfg = cfg or RunConfig()
     model, tok = lm.model, lm.tokenizer
     timings: dict[str, float] = {}
@@ -102,12 +106,14 @@ def unlearn_pipeline(lm, forget: list[Record], retain: list[Record], cfg: RunCon
 
     try:
         res = unlearn(model, tok, forget, retain, mask, cfg.unlearn, cfg.seed, progress=step_done, cancel=cancel,
-                      originals=originals, data=data)
+                      max_tokens=cfg.limits.max_tokens, originals=originals, data=data, holdout=holdout)
     except BaseException:
         SparseDelta.capture(model, originals).undo(model)  # never leave noise behind
         raise
     timings["unlearn"] = time.perf_counter() - t0
     if res.cancelled:
-        return GrinResult(scores, mask, None, res.history, timings, True, res.stats)
-    report("unlearn", 1.0, f"done: {steps} steps")
-    return GrinResult(scores, mask, res.delta, res.history, timings, False, res.stats)
+        return GrinResult(scores, mask, None, res.history, timings, True, res.stats, res.stopping)
+    ran = res.stats.get("steps_run") or steps
+    stop_note = f" (stopped when forgotten, budget {steps})" if res.stopping and res.stopping["stopped_at"] else ""
+    report("unlearn", 1.0, f"done: {ran} steps{stop_note}")
+    return GrinResult(scores, mask, res.delta, res.history, timings, False, res.stats, res.stopping)

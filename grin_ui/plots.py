@@ -4,6 +4,7 @@
     fig = score_histogram(edges, counts, threshold=-1.2)
     fig = loss_curves(history)                        # [{step, forget_loss, retain_loss, loss}, ...]
     fig = metrics_bars({"original": ev0, "unlearned": ev1, "nf4 · unlearned": ev2})
+    fig = bin_ratio_histogram(survival["ratio_hist"])   # |Δw| / bin width with the line at 0.5
 
 No function here computes a result; each one draws the numbers it is given (NaN / None cells stay empty).
 """
@@ -99,15 +100,70 @@ def density_heatmap(blocks, modules, values, sparsity: float | None = None) -> g
     return block_module_heatmap(blocks, modules, pct, title, colorbar="% selected", zmin=0, colorscale="Reds")
 
 
-def survival_heatmap(blocks, modules, values, kind: str = "") -> go.Figure:
-    """``values``: fraction (0..1) of the unlearning changes in each cell that survive quantization."""
-    pct = [[None if _clean(v) is None else 100 * float(v) for v in row]
-           for row in (values.tolist() if hasattr(values, "tolist") else values)]
-    title = "Unlearning changes that survive quantization (%)"
+def survival_heatmap(blocks, modules, values, kind: str = "", scale_only=None, share=None,
+                     cosine=None) -> go.Figure:
+    """``values``: fraction (0..1) of the changed weights in each cell whose quantization code moves at the original
+    block scale (:func:`grin_ui.survival.survival_map` ``values``). Optional grids of the same shape, shown on hover:
+    ``scale_only`` (fraction whose dequantized value moves only through a moved block scale), ``share`` (share of
+    the update that survives, ⟨ΔQ, Δθ⟩ / ‖Δθ‖²) and ``cosine`` (⟨ΔQ, Δθ⟩ / (‖ΔQ‖·‖Δθ‖))."""
+    def rows(grid, scale=1.0):
+        if grid is None:
+            return [[None] * len(list(modules)) for _ in blocks]
+        return [[None if _clean(v) is None else scale * float(v) for v in row]
+                for row in (grid.tolist() if hasattr(grid, "tolist") else grid)]
+
+    z = rows(values, 100.0)
+    title = "Changed weights whose quantization code moves (%)"
     if kind:
         title += f" — {kind}"
-    return block_module_heatmap(blocks, modules, pct, title, colorbar="% surviving", zmin=0, zmax=100,
-                                colorscale="RdYlGn")
+    fig = block_module_heatmap(blocks, modules, z, title, colorbar="% surviving", zmin=0, zmax=100,
+                               colorscale="RdYlGn")
+    if scale_only is not None or share is not None or cosine is not None:
+        extra = zip(rows(scale_only, 100.0), rows(share), rows(cosine))
+        cell = lambda v: "—" if v is None else format(v, ".3g")  # noqa: E731
+        fig.data[0].customdata = [[[cell(a), cell(b), cell(c)] for a, b, c in zip(r1, r2, r3)]
+                                  for r1, r2, r3 in extra]
+        fig.data[0].hovertemplate = ("%{y} · %{x}<br>code moves: %{text} %<br>moved by the block scale only: "
+                                     "%{customdata[0]} %<br>share of the update surviving: %{customdata[1]}"
+                                     "<br>cosine(ΔQ, Δw): %{customdata[2]}<extra></extra>")
+    return fig
+
+
+def bin_ratio_histogram(hists, title: str = "Size of each change relative to its quantization bin") -> go.Figure:
+    """Histogram of |Δw| / bin width over the changed weights (``ratio_hist`` of
+    :func:`grin_ui.survival.survival_map`: "log10_edges", "counts", "below", "above", "share_at_least_half").
+    ``hists``: one such dict, or {label: dict} to overlay several (e.g. a full fine-tune and a GRIN run). x is
+    log10 of the ratio; the dashed line at 0.5 marks half a bin: changes left of it mostly keep their code (are
+    rounded away), changes right of it mostly move it (survive)."""
+    if not hists:
+        return empty_figure("Run a probe to see how large the changes are relative to the quantization bins.")
+    if "counts" in hists:
+        hists = {"": hists}
+    half = math.log10(0.5)
+    fig = go.Figure()
+    for i, (label, h) in enumerate(hists.items()):
+        edges = [float(e) for e in h["log10_edges"]]
+        counts = [int(c) for c in h["counts"]]
+        centers = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+        color = (["#9e9e9e" if c < half else "#2ca02c" for c in centers] if len(hists) == 1
+                 else STATE_COLORS[i % len(STATE_COLORS)])
+        name = label or "changed weights"
+        share = _clean(h.get("share_at_least_half"))
+        if share is not None:
+            name += f" ({100 * share:.1f} % ≥ 0.5)"
+        fig.add_trace(go.Bar(x=centers, y=counts, width=[b - a for a, b in zip(edges[:-1], edges[1:])],
+                             marker_color=color, name=name, opacity=0.85 if len(hists) == 1 else 0.6,
+                             hovertemplate="|Δw| / bin ≈ 10^%{x:.2f}<br>%{y:,} weights<extra>" + (label or "")
+                             + "</extra>"))
+    fig.add_vline(x=half, line=dict(color="#d62728", width=2, dash="dash"), annotation_text="half a bin (0.5)",
+                  annotation_position="top right", annotation_font=dict(color="#d62728"))
+    lo = min(float(h["log10_edges"][0]) for h in hists.values())
+    hi = max(float(h["log10_edges"][-1]) for h in hists.values())
+    ticks = list(range(math.ceil(lo), math.floor(hi) + 1))
+    fig.update_xaxes(title="|Δw| / bin width at the weight (log scale)", tickvals=ticks,
+                     ticktext=[f"{10.0 ** t:g}" for t in ticks])
+    fig.update_yaxes(title="changed weights")
+    return _layout(fig, title, bargap=0, barmode="overlay", showlegend=True, legend=dict(orientation="h", y=-0.3))
 
 
 def score_histogram(edges: Sequence[float], counts: Sequence[float], threshold: float | None = None,
@@ -133,7 +189,9 @@ def score_histogram(edges: Sequence[float], counts: Sequence[float], threshold: 
 
 
 def loss_curves(history: Sequence[dict], title: str = "Unlearning losses") -> go.Figure:
-    """Forget and retain loss per step (and the total objective when present)."""
+    """Forget and retain loss per step (and the total objective when present). When the stop-when-forgotten rule
+    ran (entries with a "check", grin_ui.stopping), its checks go on a second axis — the forget answers' NLL
+    against the reference level (holdout or wrong answers) — and the stopping step is marked."""
     if not history:
         return empty_figure("Run unlearning to see the loss curves.")
     steps = [h.get("step", i) for i, h in enumerate(history)]
@@ -145,6 +203,22 @@ def loss_curves(history: Sequence[dict], title: str = "Unlearning losses") -> go
         if any(y is not None for y in ys):
             fig.add_trace(go.Scatter(x=steps, y=ys, mode="lines+markers", name=name,
                                      line=dict(color=color, dash=dash), marker=dict(size=5)))
+    checks = [h["check"] for h in history if h.get("check")]
+    if checks:
+        xs = [c["step"] for c in checks]
+        fig.add_trace(go.Scatter(x=xs, y=[_clean(c.get("forget_nll")) for c in checks], yaxis="y2",
+                                 mode="lines+markers", name="check: forget answer NLL",
+                                 line=dict(color=SET_COLORS["forget"], dash="dash"), marker=dict(symbol="diamond")))
+        if any(c.get("reference_nll") is not None for c in checks):
+            fig.add_trace(go.Scatter(x=xs, y=[_clean(c.get("reference_nll")) for c in checks], yaxis="y2",
+                                     mode="lines", name="check: reference level (never-known facts)",
+                                     line=dict(color="#888", dash="dash")))
+        stop = next((c["step"] for c in checks if c.get("stop")), None)
+        if stop is not None:
+            fig.add_vline(x=stop, line=dict(color="#2a7", width=2),
+                          annotation_text=f"stopped: forgotten at step {stop}", annotation_position="top left")
+        fig.update_layout(yaxis2=dict(title="answer NLL (nats/token)", overlaying="y", side="right",
+                                      showgrid=False))
     fig.update_xaxes(title="step")
     fig.update_yaxes(title="loss")
     return _layout(fig, title, legend=dict(orientation="h", y=-0.25))

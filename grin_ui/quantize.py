@@ -4,11 +4,13 @@
         evaluate_sets(q, tokenizer, sets)
     probe = run_probe(model, tokenizer, "nf4", sets, delta)          # {"original", "unlearned", "seconds", ...}
     recovery(eval_original, eval_unlearned, probe["unlearned"])      # {"answer_hit_rate": 83.3, ...}
-    survival_map(model, delta, "rtn4")                               # which unlearning changes survive Q
+    survival_map(model, delta, "rtn4")            # which unlearning changes survive Q (grin_ui.survival)
 
 Probe kinds:
 - ``nf4`` / ``fp4``: bitsandbytes 4-bit (NormalFloat / FP4), blocks of 64 consecutive weights, fp32 absmax per block,
-  no double quantization — bitsandbytes' and transformers' defaults. The copy holds the *dequantized* weights
+  no double quantization — bitsandbytes' and transformers' defaults. **FP4 is what the code of Zhang et al. (ICLR
+  2025) uses**: it loads models with ``load_in_4bit`` and bitsandbytes' default 4-bit type, FP4 (block 64, no double
+  quantization); NF4 (QLoRA's NormalFloat) is offered beside it. The copy holds the *dequantized* weights
   (``bitsandbytes.functional.dequantize_4bit`` of ``quantize_4bit``) in the model's dtype. This is exactly what a
   bitsandbytes ``Linear4bit`` computes on its reference path (dequantize, then matmul in the compute dtype; checked
   bit-for-bit in the tests); on CPUs with AVX512-BF16 its inference kernel would additionally do the arithmetic in
@@ -53,7 +55,7 @@ RECOVERY_METRICS = ("answer_hit_rate", "rougeL_recall", "answer_prob", "truth_ra
 
 DESCRIPTIONS = {
     "nf4": "NF4 — bitsandbytes 4-bit NormalFloat, blocks of 64, fp32 absmax",
-    "fp4": "FP4 — bitsandbytes 4-bit float, blocks of 64, fp32 absmax",
+    "fp4": "FP4 — bitsandbytes 4-bit float (its default, used by Zhang et al.), blocks of 64, fp32 absmax",
     "int8": "LLM.int8 — bitsandbytes 8-bit, row-wise absmax, outlier threshold 6.0",
     "rtn4": "RTN int4 — round-to-nearest, absmax per group of {g} along the input dimension",
     "rtn8": "RTN int8 — round-to-nearest, absmax per group of {g} along the input dimension",
@@ -268,74 +270,10 @@ def recovery(
     return {m: recovery_pct(o[m], u[m], q[m]) for m in RECOVERY_METRICS if m in o and m in u and m in q}
 
 
-@torch.no_grad()
 def survival_map(model: torch.nn.Module, delta: SparseDelta, kind: str, group_size: int = 128) -> dict:
-    """For every weight the delta changes (new != old): does Q(θ_unlearned) ≠ Q(θ_original) at that entry?
+    """Code-level survival of the unlearning changes under ``kind``: see :func:`grin_ui.survival.survival_map`
+    (which changed weights change their quantization code at the original block scale, which move only because a
+    block scale moved, the share of the update that survives, and the |Δw| / bin-width histogram)."""
+    from grin_ui.survival import survival_map as _survival_map
 
-    Q is applied to whole tensors (a changed entry can move its group's or block's absmax, which is honest to count),
-    exactly as :func:`dequantize_weight` does. ``model`` must hold the original weights (entries outside the delta
-    are read from it). Tensors the probe does not quantize (outside the block Linear layers) keep every change.
-
-    Returns {"kind", "group_size", "by_tensor": {name: fraction surviving}, "blocks": [int], "modules": [str],
-    "values": [[fraction or None]] (blocks × modules; None where nothing changed), "changed", "survived",
-    "fraction", "unquantized": [names]}."""
-    _check_kind(kind)
-    params = dict(model.named_parameters())
-    linears = {f"{name}.weight": mod for name, mod in quantizable_linears(model)}
-    by_tensor: dict[str, float] = {}
-    cells: dict[tuple[int, str], list[int]] = {}
-    unquantized: list[str] = []
-    changed_total = survived_total = 0
-    for name, e in delta.entries.items():
-        if name not in params:
-            raise GrinError(f"The delta changes '{name}', which this model does not have.")
-        p = params[name].detach()
-        moved = (e.new != e.old).reshape(-1)
-        idx = moved.nonzero().squeeze(1) if e.idx is None else e.idx[moved.to(e.idx.device)]
-        n = int(idx.numel())
-        if n == 0:
-            continue
-        idx = idx.to(p.device)
-        if name in linears:
-            mod = linears[name]
-            old = p.clone()
-            new = p.clone()
-            if e.idx is None:
-                old.copy_(e.old)
-                new.copy_(e.new)
-            else:
-                old.view(-1).index_copy_(0, e.idx.to(p.device), e.old.to(p.device, p.dtype))
-                new.view(-1).index_copy_(0, e.idx.to(p.device), e.new.to(p.device, p.dtype))
-            q_old = _out_in(mod, dequantize_weight(_out_in(mod, old), kind, group_size))
-            q_new = _out_in(mod, dequantize_weight(_out_in(mod, new), kind, group_size))
-            s = int((q_old.reshape(-1)[idx] != q_new.reshape(-1)[idx]).sum())
-        else:
-            unquantized.append(name)
-            s = n
-        by_tensor[name] = s / n
-        changed_total += n
-        survived_total += s
-        bm = block_module(name)
-        if bm:
-            cell = cells.setdefault(bm, [0, 0])
-            cell[0] += n
-            cell[1] += s
-    blocks = sorted({b for b, _ in cells})
-    modules: list[str] = []
-    for pname in params:  # model order: q, k, v, o, gate, up, down, ...
-        bm = block_module(pname)
-        if bm and any(m == bm[1] for _, m in cells) and bm[1] not in modules:
-            modules.append(bm[1])
-    values = [[(cells[(b, m)][1] / cells[(b, m)][0]) if (b, m) in cells else None for m in modules] for b in blocks]
-    return {
-        "kind": kind,
-        "group_size": group_size,
-        "by_tensor": by_tensor,
-        "blocks": blocks,
-        "modules": modules,
-        "values": values,
-        "changed": changed_total,
-        "survived": survived_total,
-        "fraction": survived_total / changed_total if changed_total else None,
-        "unquantized": unquantized,
-    }
+    return _survival_map(model, delta, kind, group_size)

@@ -5,8 +5,8 @@
 
 Every weight is trained (grin_ui.train.train_masked with no mask) on forget ∪ retain, answers followed by the
 end-of-turn token so that generations stop after the answer, until the forget answer hit rate reaches
-``target_hit_rate`` or ``max_epochs`` is spent. A knowledge check (greedy answers scored by answer hit) runs before
-and after. ``retain_only=True`` trains the retain-only reference model that TOFU's forget quality compares against.
+``target_hit_rate`` or ``max_epochs`` is spent. A knowledge check (:func:`hit_rate`: the evaluation's answer hit
+rate, same generation length) runs before and after. ``retain_only=True`` trains the retain-only reference model that TOFU's forget quality compares against.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from grin_ui.config import TeachConfig
+from grin_ui.config import EvalConfig, TeachConfig
 from grin_ui.data import Record, collate, encode
 from grin_ui.errors import GrinError
 from grin_ui.generation import generate
 from grin_ui.metrics import answer_hit
 from grin_ui.models import LoadedModel, cache_dir
 from grin_ui.report import weights_sha256
+from grin_ui.tokens import pad_id
 from grin_ui.train import train_masked
 
 
@@ -42,12 +43,16 @@ class TeachResult:
     cached: bool = False
 
 
-def hit_rate(lm: LoadedModel, records: list[Record], max_new_tokens: int = 48) -> float:
-    """Fraction of Q/A records whose greedy answer contains the reference answer or a keyword (metrics.answer_hit)."""
+def hit_rate(lm: LoadedModel, records: list[Record], cfg: EvalConfig | None = None) -> float:
+    """The answer hit rate of SPEC §4, as grin_ui.evaluate measures it: the fraction of Q/A records whose greedy
+    answer (``cfg.max_new_tokens`` new tokens, the evaluation's setting) contains the reference answer or one of
+    its keywords (metrics.answer_hit)."""
+    cfg = cfg or EvalConfig()
     qa = [r for r in records if r.is_qa]
     if not qa:
         return float("nan")
-    answers = generate(lm.model, lm.tokenizer, [r.question for r in qa], max_new_tokens=max_new_tokens)
+    answers = generate(lm.model, lm.tokenizer, [r.question for r in qa], max_new_tokens=cfg.max_new_tokens,
+                       batch_size=cfg.gen_batch_size)
     return sum(answer_hit(a, r.answer, r.keywords) for a, r in zip(answers, qa)) / len(qa)
 
 
@@ -66,7 +71,7 @@ def teach(lm: LoadedModel, forget: list[Record], retain: list[Record], cfg: Teac
         raise GrinError("Teaching a retain-only reference model needs a retain set.")
     t0 = time.perf_counter()
     items = encode(train_set, lm.tokenizer, add_end=True).items
-    pad = lm.tokenizer.pad_token_id
+    pad = pad_id(lm.tokenizer)
     n_batches = (len(items) + cfg.batch_size - 1) // cfg.batch_size
     say = progress or (lambda f, m: None)
     say(0.0, "Knowledge check before teaching")

@@ -8,7 +8,8 @@ Guarantees of a masked run:
     ``index_copy_`` at the masked flat indices only);
   * a tensor with no masked entry is frozen (requires_grad False), so its weight gradient is never computed;
   * AdamW runs on flat buffers of the masked entries (:class:`MaskedAdamW`): optimizer state is 2 floats per masked
-    entry, gradient clipping and weight decay see the masked entries only;
+    entry (3 for bf16/fp16 models: plus an fp32 master copy, so small updates are not rounded away), gradient
+    clipping and weight decay see the masked entries only;
   * cancellation (``cancel()`` true, or a set ``threading.Event``, checked before every step) and any error roll the
     model back bit-exactly to the state before the run; cancellation then raises :class:`Cancelled`;
   * deterministic for a seed on a given machine (fixed batch order, seeded RNG).
@@ -30,6 +31,7 @@ from grin_ui.delta import SparseDelta
 from grin_ui.errors import GrinError
 from grin_ui.objectives import (OBJECTIVES, REFUSALS, USES_FORGET_REFERENCE, USES_REFUSAL, USES_RETAIN, StepBatch,
                                 reference_sequence_logprobs, reference_topk)
+from grin_ui.tokens import pad_id
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
@@ -56,6 +58,12 @@ class MaskedAdamW:
         w ← w − lr·wd·w;  m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
         w ← w − lr · (m / (1−β1^t)) / (sqrt(v / (1−β2^t)) + 1e-8),   β = (0.9, 0.999)
     then w is scattered back with ``index_copy_``.
+
+    fp32 master copies: for a parameter in bfloat16 / float16, w is a float32 *master* copy of its masked entries
+    (taken when the optimizer is built, [len(idx)] per tensor), updated in float32 and written back rounded to the
+    parameter's dtype after every step. Updates much smaller than the 16-bit spacing (at lr 1e-5 a bf16 weight of
+    0.02 moves 1e-5 per step against a spacing of 1.2e-4) thus accumulate instead of being rounded away each step;
+    the parameter always equals its master rounded. float32 parameters are updated in place (no master copy).
     """
 
     def __init__(self, entries: list[tuple[torch.nn.Parameter, torch.Tensor | None]], lr: float,
@@ -65,11 +73,19 @@ class MaskedAdamW:
         self.m = [torch.zeros(p.numel() if i is None else len(i), dtype=torch.float32, device=p.device)
                   for p, i in entries]
         self.v = [torch.zeros_like(m) for m in self.m]
+        with torch.no_grad():
+            self.master = [(p.detach().reshape(-1) if i is None else p.detach().reshape(-1)[i]).float().clone()
+                           if p.dtype in (torch.bfloat16, torch.float16) else None for p, i in entries]
         self.t = 0
 
+    def master_numel(self) -> int:
+        """Number of float32 master values (masked entries of the 16-bit parameters; 0 for a float32 model)."""
+        return sum(w.numel() for w in self.master if w is not None)
+
     def state_numel(self) -> int:
-        """Number of floats of optimizer state (2 × masked entries)."""
-        return sum(m.numel() + v.numel() for m, v in zip(self.m, self.v))
+        """Number of float32 values of optimizer state: m and v (2 × masked entries) plus the master copies
+        (:meth:`master_numel`: 1 × the masked entries of 16-bit parameters)."""
+        return sum(m.numel() + v.numel() for m, v in zip(self.m, self.v)) + self.master_numel()
 
     @torch.no_grad()
     def step(self) -> float:
@@ -85,11 +101,11 @@ class MaskedAdamW:
         self.t += 1
         b1, b2 = ADAM_BETAS
         c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-        for (p, idx), g, m, v in zip(self.entries, grads, self.m, self.v):
+        for (p, idx), g, m, v, master in zip(self.entries, grads, self.m, self.v, self.master):
             if scale != 1.0:
                 g.mul_(scale)
             flat = p.view(-1)
-            w = (flat if idx is None else flat[idx]).float()
+            w = master if master is not None else (flat if idx is None else flat[idx]).float()
             if self.weight_decay:
                 w.mul_(1 - self.lr * self.weight_decay)
             m.mul_(b1).add_(g, alpha=1 - b1)
@@ -113,7 +129,7 @@ def _unpack(out):
 def train_masked(model: torch.nn.Module, loss_fn, steps: int, masks: dict[str, torch.Tensor] | None, lr: float,
                  weight_decay: float = 0.0, max_grad_norm: float = 1.0, seed: int = 0, progress=None, cancel=None,
                  *, originals: dict | None = None, history: list | None = None,
-                 stats: dict | None = None) -> SparseDelta | None:
+                 stats: dict | None = None, stop=None) -> SparseDelta | None:
     """Train ``model`` for ``steps`` steps of AdamW on ``loss_fn(step)``.
 
     loss_fn(step) returns a scalar loss tensor, or (loss, forget_value, retain_value).
@@ -124,7 +140,8 @@ def train_masked(model: torch.nn.Module, loss_fn, steps: int, masks: dict[str, t
     only when ``cancel`` is given.
     progress(step, steps, forget_value, retain_value) after each step (1-based); history: list that receives
     {step, forget_loss, retain_loss, loss, seconds} per step; stats: dict that receives optimizer_state_numel,
-    trainable_tensors, frozen_tensors, masked_entries.
+    trainable_tensors, frozen_tensors, masked_entries, steps_run. stop(step) -> bool, called after each step
+    (1-based): True ends the run there (the steps are then a budget).
     Raises :class:`Cancelled` (model rolled back) when ``cancel`` fires, GrinError if the loss becomes NaN/inf.
     """
     if steps < 0:
@@ -201,6 +218,8 @@ def train_masked(model: torch.nn.Module, loss_fn, steps: int, masks: dict[str, t
                                     "seconds": time.perf_counter() - t0})
                 if progress:
                     progress(step + 1, steps, f, r)
+                if stop is not None and stop(step + 1):
+                    break
     except Cancelled:
         raise
     except BaseException:
@@ -211,9 +230,13 @@ def train_masked(model: torch.nn.Module, loss_fn, steps: int, masks: dict[str, t
             p.requires_grad_(flags[n])
             p.grad = None
         model.eval()
+    if stats is not None:
+        stats["steps_run"] = len(history) if history is not None else None
     if masks is None:
         return None
-    return SparseDelta.capture(model, originals, {"optimizer_state_numel": state_numel, "steps": steps})
+    steps_run = stats.get("steps_run") if stats is not None else None
+    return SparseDelta.capture(model, originals, {"optimizer_state_numel": state_numel,
+                                                  "steps": steps if steps_run is None else steps_run})
 
 
 # ---------------------------------------------------------------------------------------------- unlearning
@@ -245,9 +268,10 @@ class UnlearnData:
 @dataclass
 class UnlearnResult:
     delta: SparseDelta | None  # original -> final (None when cancelled)
-    history: list[dict]  # per step: step, forget_loss, retain_loss, loss, seconds
+    history: list[dict]  # per step: step, forget_loss, retain_loss, loss, seconds (+ "check" at check steps)
     cancelled: bool = False
     stats: dict = field(default_factory=dict)
+    stopping: dict | None = None  # grin_ui.stopping.ForgetCheck.summary (None when the rule is off)
 
 
 def check_unlearn_config(cfg: UnlearnConfig) -> None:
@@ -272,7 +296,8 @@ def _shuffled(items: list, seed: int) -> list:
 def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record], cfg: UnlearnConfig, seed: int = 0,
                     max_tokens: int = 256) -> UnlearnData:
     """Encode and batch the data (order shuffled once with ``seed``), draw the refusal answers, and compute the π_ref
-    quantities the objective needs with the model as it is now."""
+    quantities the objective needs with the model as it is now. Retain and refusal answers end with the end-of-turn
+    token (the model must keep ending its answers); forget answers do not (only their own tokens are pushed down)."""
     check_unlearn_config(cfg)
     if not forget:
         raise GrinError("Unlearning needs a forget set: it is empty.")
@@ -281,13 +306,14 @@ def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record]
         raise GrinError(f"The '{cfg.objective}' objective has a retain term (alpha={cfg.alpha}) but the retain set "
                         "is empty: add retain data, set alpha to 0, or pick grad_ascent or flat.")
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     forget = _shuffled(list(forget), seed)
     to_dev = lambda bs: [{k: v.to(device) for k, v in b.items()} for b in bs]  # noqa: E731
-    data = UnlearnData(to_dev(batches(encode(forget, tokenizer, max_tokens).items, cfg.batch_size, pad)), [])
+    data = UnlearnData(to_dev(batches(encode(forget, tokenizer, max_tokens, focus=cfg.focus_fact).items,
+                                      cfg.batch_size, pad)), [])
     if uses_retain:
         retain = _shuffled(list(retain), seed + 1)
-        data.retain = to_dev(batches(encode(retain, tokenizer, max_tokens).items, cfg.batch_size, pad))
+        data.retain = to_dev(batches(encode(retain, tokenizer, max_tokens, add_end=True).items, cfg.batch_size, pad))
     if cfg.objective in USES_REFUSAL:
         if not all(r.is_qa for r in forget):
             raise GrinError(f"The '{cfg.objective}' objective needs question/answer forget data (it trains a "
@@ -295,7 +321,7 @@ def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record]
         g = torch.Generator().manual_seed(seed + 2)
         picks = torch.randint(0, len(REFUSALS), (len(forget),), generator=g).tolist()
         alt = [Record(question=r.question, answer=REFUSALS[k]) for r, k in zip(forget, picks)]
-        data.alt = to_dev(batches(encode(alt, tokenizer, max_tokens).items, cfg.batch_size, pad))
+        data.alt = to_dev(batches(encode(alt, tokenizer, max_tokens, add_end=True).items, cfg.batch_size, pad))
     was_training = model.training
     model.eval()
     if cfg.objective in USES_FORGET_REFERENCE:
@@ -308,13 +334,17 @@ def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record]
 
 def unlearn(model, tokenizer, forget: list[Record], retain: list[Record], mask, cfg: UnlearnConfig | None = None,
             seed: int = 0, progress=None, cancel=None, max_tokens: int = 256, *, originals: dict | None = None,
-            data: UnlearnData | None = None) -> UnlearnResult:
+            data: UnlearnData | None = None, holdout: list[Record] | None = None,
+            check=None) -> UnlearnResult:
     """Masked unlearning: ``cfg.steps`` AdamW steps on ``OBJECTIVES[cfg.objective]`` over the entries of ``mask``
     (a :class:`grin_ui.mask.Mask`). ``originals``: a snapshot of the masked entries taken before any change the
     delta should include (noise); ``data``: from :func:`prepare_unlearn` (default: prepared now, so π_ref is the
     model as passed in). progress(step, steps, forget_loss, retain_loss); ``forget_loss`` is the objective's forget
     term, ``retain_loss`` its retain term before α (None when it has none). A cancelled run restores the model to
-    the state of ``originals`` (or before the call) and returns cancelled=True, delta None."""
+    the state of ``originals`` (or before the call) and returns cancelled=True, delta None.
+    With ``cfg.stop_when_forgotten`` a :class:`grin_ui.stopping.ForgetCheck` (``check``, or built here from the
+    forget and ``holdout`` records) runs every ``cfg.stop_check_every`` steps and ends the run once the forget set is
+    forgotten; the result's ``stopping`` records the checks."""
     cfg = cfg or UnlearnConfig()
     check_unlearn_config(cfg)
     if data is None:
@@ -326,11 +356,30 @@ def unlearn(model, tokenizer, forget: list[Record], retain: list[Record], mask, 
     def loss_fn(step):
         return fn(model, data.step_batch(step), cfg)
 
+    stopped_at: list[int] = []
+    if cfg.stop_when_forgotten and check is None:
+        from grin_ui.stopping import ForgetCheck
+
+        check = ForgetCheck.build(tokenizer, forget, holdout, cfg, max_tokens)
+    every = max(1, cfg.stop_check_every)
+
+    def stop(step):
+        if check is None or (step % every and step != cfg.steps):
+            return False
+        m = check(model, step)
+        if history:
+            history[-1]["check"] = m
+        if m["stop"]:
+            stopped_at.append(step)
+        return m["stop"]
+
     try:
         delta = train_masked(model, loss_fn, cfg.steps, mask.masks, cfg.lr, cfg.weight_decay, cfg.max_grad_norm,
-                             seed, progress, cancel, originals=originals, history=history, stats=stats)
+                             seed, progress, cancel, originals=originals, history=history, stats=stats,
+                             stop=stop if check is not None else None)
     except Cancelled:
         return UnlearnResult(None, history, True, stats)
+    stopping = check.summary(stopped_at[0] if stopped_at else None, cfg.steps, every) if check is not None else None
     delta.meta.update({"objective": cfg.objective, "selector": mask.selector, "scope": mask.scope,
                        "sparsity": mask.sparsity, "selected": mask.selected, "seed": seed})
-    return UnlearnResult(delta, history, False, stats)
+    return UnlearnResult(delta, history, False, stats, stopping)

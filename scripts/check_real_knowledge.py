@@ -6,10 +6,13 @@
 The candidates (scripts/real_knowledge_candidates.jsonl) are simple facts, each tagged with a theme in
 ``attribute``. The bundled SmolLM2-135M-Instruct answers each one greedily through its chat template; a candidate is
 kept when the answer is a hit (``grin_ui.metrics.answer_hit``: the normalized reference answer or one of its
-keywords occurs in the normalized answer) and names none of the wrong options of its perturbed answers ("Mount
-Everest, also known as K2" is not a clean answer). The forget set is the kept facts of one theme (FORGET_THEME), so
+keywords occurs in the normalized answer), names none of the wrong options of its perturbed answers ("Mount
+Everest, also known as K2" is not a clean answer), ends before the token limit and does not loop
+(``grin_ui.fluency.loops``): a kept answer that never ends could not show whether unlearning broke the ending. The forget set is the kept facts of one theme (FORGET_THEME), so
 that forgetting it is one coherent request; the retain set takes up to RETAIN_MAX kept facts of the other themes in
-turn (so every theme is represented), leaving out any that mention a keyword of the forget set.
+turn (so every theme is represented), leaving out any that mention a keyword of the forget set; the holdout set is
+the candidates of the forget theme the model does *not* know (its answer misses): the level a forgotten fact should
+fall to, and the non-members of membership inference.
 """
 
 from __future__ import annotations
@@ -47,14 +50,21 @@ def wrong_options(record: dict) -> set[str]:
     return {w for w in words if len(w) > 1 and w not in own}
 
 
-def verdict(prediction: str, record: dict) -> str:
-    """The verdict on the model's answer to ``record``: "ok", "no hit" or "names a wrong option (...)"."""
+def verdict(prediction: str, record: dict, finished: bool = True) -> str:
+    """The verdict on the model's answer to ``record``: "ok", "no hit", "names a wrong option (...)", "runs past the
+    token limit" (``finished`` False) or "loops"."""
+    from grin_ui.fluency import loops
     from grin_ui.metrics import answer_hit, normalize
 
-    if not answer_hit(prediction, record["answer"], record.get("keywords") or []):
+    keywords = record.get("keywords") or []
+    if not answer_hit(prediction, record["answer"], keywords):
         return "no hit"
-    wrong = sorted(set(normalize(prediction).split()) & wrong_options(record))
-    return f"names a wrong option ({', '.join(wrong)})" if wrong else "ok"
+    wrong = sorted(set(normalize(prediction).split()) & wrong_options(record) - {normalize(k) for k in keywords})
+    if wrong:
+        return f"names a wrong option ({', '.join(wrong)})"
+    if not finished:
+        return "runs past the token limit"
+    return "loops" if loops(prediction) else "ok"
 
 
 def is_correct(prediction: str, record: dict) -> bool:
@@ -64,14 +74,17 @@ def is_correct(prediction: str, record: dict) -> bool:
 
 def ask(lm, records: list[dict], max_new_tokens: int = MAX_NEW_TOKENS) -> list[tuple[dict, str, str]]:
     """(record, the model's greedy answer, verdict) for every record, in order."""
-    from grin_ui.generation import generate
+    from grin_ui.data import prompt_ids
+    from grin_ui.generation import generate_details
 
-    answers = generate(lm.model, lm.tokenizer, [r["question"] for r in records], max_new_tokens=max_new_tokens)
-    return [(r, a, verdict(a, r)) for r, a in zip(records, answers)]
+    tok = lm.tokenizer
+    gens = generate_details(lm.model, tok, [prompt_ids(tok, r["question"]) for r in records], max_new_tokens)
+    return [(r, g.text, verdict(g.text, r, g.finished)) for r, g in zip(records, gens)]
 
 
-def split(results: list[tuple[dict, str, str]], theme: str = FORGET_THEME) -> tuple[list[dict], list[dict], list[str]]:
-    """forget, retain, and one line per candidate left out (with the reason)."""
+def split(results: list[tuple[dict, str, str]], theme: str = FORGET_THEME
+          ) -> tuple[list[dict], list[dict], list[dict], list[str]]:
+    """forget, retain, holdout, and one line per candidate left out (with the reason)."""
     from grin_ui.metrics import normalize
 
     forget = [r for r, _, v in results if v == "ok" and r["attribute"] == theme][:FORGET_MAX]
@@ -100,7 +113,8 @@ def split(results: list[tuple[dict, str, str]], theme: str = FORGET_THEME) -> tu
     notes += [f"over RETAIN_MAX: {r['question']}" for q in queues for r in q]
     order = {id(r): i for i, (r, _, _) in enumerate(results)}
     retain = sorted(picked, key=lambda r: order[id(r)])
-    return forget, retain, notes
+    holdout = [r for r, _, v in results if v == "no hit" and r["attribute"] == theme]
+    return forget, retain, holdout, notes
 
 
 def print_results(results: list[tuple[dict, str, str]]) -> None:
@@ -139,19 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     results = ask(lm, candidates)
     t_ask = time.perf_counter() - t0
     print_results(results)
-    forget, retain, notes = split(results)
+    forget, retain, holdout, notes = split(results)
     print("\nleft out:")
     for line in notes:
         print("  " + line)
     hits = sum(v == "ok" for _, _, v in results)
     print(f"\n{hits}/{len(candidates)} candidates answered correctly; forget {len(forget)} ({FORGET_THEME}), "
-          f"retain {len(retain)}; load {t_load:.1f} s, generation {t_ask:.1f} s")
+          f"retain {len(retain)}, holdout {len(holdout)}; load {t_load:.1f} s, generation {t_ask:.1f} s")
     if len(forget) < 4 or len(retain) < 10:
         print("too few known facts for a useful example set; files not written", file=sys.stderr)
         return 1
     write_jsonl(out / "forget.jsonl", forget)
     write_jsonl(out / "retain.jsonl", retain)
-    print(f"wrote {out / 'forget.jsonl'} and {out / 'retain.jsonl'}")
+    write_jsonl(out / "holdout.jsonl", holdout)
+    print(f"wrote {out / 'forget.jsonl'}, {out / 'retain.jsonl'} and {out / 'holdout.jsonl'}")
     return 0
 
 

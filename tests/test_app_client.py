@@ -1,6 +1,8 @@
 """The dashboard served on 127.0.0.1 and driven through its api_names with gradio_client, on the tiny model."""
 
 import json
+import shlex
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -10,8 +12,11 @@ import torch
 from gradio_client import Client
 
 from grin_ui import session as S
+from grin_ui.cli import main
+from grin_ui.report import validate_report
 from grin_ui.ui.app import build_app, launch_options
 from tests import tiny
+from tests.helpers import without_seconds
 
 
 def free_port() -> int:
@@ -57,7 +62,7 @@ def test_whole_journey(served):
     assert rows(top)[0][0].endswith(".weight")
     *_, summary5, _, _ = c.predict(5.0, "global", api_name="/update_mask")
     assert "(5 %" in summary5
-    curves, run_status = c.predict("npo", "grin", 1.0, "global", 0.1, 1e-3, 5, 1.0, "nll", 0, api_name="/unlearn")
+    curves, run_status = c.predict("npo", "grin", 1.0, "global", 0.1, 1e-3, 5, 1.0, "nll", 0, True, api_name="/unlearn")
     assert "**Done.**" in run_status
     table, chart, generations = c.predict(False, api_name="/compare")
     assert any(r[:2] == ["forget", "answer hit rate"] for r in rows(table))
@@ -66,9 +71,12 @@ def test_whole_journey(served):
     assert before is not None and after is not None
     probe_table, rec, bars, rec_plot, surv, shown = c.predict(["rtn4"], api_name="/probe")
     assert rows(rec)[0][0] == "rtn4"
-    files, preview = c.predict(api_name="/report")
-    assert sorted(Path(f).name for f in files) == ["delta.safetensors", "report.html", "report.json"]
-    assert "grin-ui audit report" in preview
+    rl_summary, rl_table, rl_plot = c.predict(api_name="/relearn")
+    assert "measured on the other 3" in rl_summary and rows(rl_table)[0][0] == "answer hit rate"
+    files, preview, command = c.predict(api_name="/report")
+    assert sorted(Path(f).name for f in files) == ["delta.safetensors", "forget.jsonl", "holdout.jsonl",
+                                                   "report.html", "report.json", "retain.jsonl"]
+    assert "grin-ui audit report" in preview and "grin-ui run --config report.json" in command
     _, reset_status = c.predict(api_name="/reset")
     assert "Reset" in reset_status
 
@@ -93,7 +101,7 @@ def test_two_sessions_keep_their_own_results(served):
 
     def journey(name, c):
         summary = c.predict(1.0, "global", "mean log10", api_name="/compute_scores")[4]
-        status = c.predict("grad_diff", "grin", 2.0, "global", 0.1, 1e-3, 3, 1.0, "nll", 0, api_name="/unlearn")[1]
+        status = c.predict("grad_diff", "grin", 2.0, "global", 0.1, 1e-3, 3, 1.0, "nll", 0, True, api_name="/unlearn")[1]
         out[name] = (summary, status)
 
     threads = [threading.Thread(target=journey, args=(n, c)) for n, c in (("a", a), ("b", b))]
@@ -121,3 +129,52 @@ def test_two_sessions_keep_their_own_results(served):
     ga = a.predict(False, api_name="/compare")[2]
     gb = b.predict(False, api_name="/compare")[2]
     assert "Forget set (6 questions)" in ga and "Forget set (2 questions)" in gb
+
+
+# the dashboard's unlearning knobs and the same settings as `grin-ui run` flags
+KNOBS = ("npo", "grin", 1.0, "global", 0.1, 1e-3, 5, 2.0, "nll", 3, True)
+FLAGS = ["--objective", "npo", "--selector", "grin", "--sparsity", "0.01", "--scope", "global", "--noise", "0.1",
+         "--lr", "1e-3", "--steps", "5", "--alpha", "2.0", "--retain-loss", "nll", "--seed", "3", "--probes", "rtn4",
+         "--no-utility"]
+
+
+def test_dashboard_and_cli_write_one_report(served, tiny_dir, tmp_path, monkeypatch):
+    """Both faces run the same journey code: the same settings give reports that follow the one schema, with the
+    same keys, the same config block and the same numbers; the command the Report tab shows re-runs the session."""
+    url, _ = served
+    c = client(url)
+    for name, recs in (("forget", tiny.FORGET), ("retain", tiny.RETAIN[:8]), ("neighbours", tiny.RETAIN[8:]),
+                       ("holdout", tiny.HOLDOUT)):
+        c.predict(jsonl(recs), api_name=f"/paste_{name}")
+    c.predict(1.0, "global", "mean log10", api_name="/compute_scores")
+    assert "**Done.**" in c.predict(*KNOBS, api_name="/unlearn")[1]
+    c.predict(False, api_name="/compare")
+    c.predict(["rtn4"], api_name="/probe")
+    files, _, command = c.predict(api_name="/report")
+    folder = tmp_path / "download"
+    folder.mkdir()
+    for f in files:
+        shutil.copy(f, folder / Path(f).name)
+    dash = json.loads((folder / "report.json").read_text())
+    validate_report(dash)
+
+    out = tmp_path / "cli"
+    data = [a for n in ("forget", "retain", "neighbours", "holdout") for a in (f"--{n}", str(folder / f"{n}.jsonl"))]
+    assert main(["run", "--model", tiny_dir, *data, "--out", str(out), *FLAGS]) == 0
+    cli = json.loads((out / "report.json").read_text())
+    validate_report(cli)
+    assert cli["config"] == dash["config"]
+    for block in ("model", "mask", "data", "eval", "timings"):
+        assert set(cli[block]) == set(dash[block]), block
+    assert cli["model"] == {**dash["model"], "spec": cli["model"]["spec"]}
+    assert {n: d["sha256"] for n, d in cli["data"].items()} == {n: d["sha256"] for n, d in dash["data"].items()}
+    assert without_seconds(cli["eval"]) == without_seconds(dash["eval"])
+    assert cli["recovery"] == dash["recovery"] and cli["mask"] == dash["mask"]
+    assert dash["eval"]["unlearned"]["neighbours"]["n"] == 4
+
+    # the Report tab's command, run in the downloaded folder, reproduces the dashboard's session exactly
+    line = command.split("```bash")[1].split("```")[0].strip()
+    monkeypatch.chdir(folder)
+    assert main(shlex.split(line)[1:]) == 0
+    again = json.loads((folder / "rerun" / "report.json").read_text())
+    assert again["config"] == dash["config"] and without_seconds(again["eval"]) == without_seconds(dash["eval"])

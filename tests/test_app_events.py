@@ -12,7 +12,9 @@ import torch
 from grin_ui import session as S
 from grin_ui.config import MaskConfig
 from grin_ui.mask import build_mask
+from grin_ui.report import validate_report, weights_sha256
 from grin_ui.ui.app import App
+from grin_ui.ui.common import fmt
 from grin_ui.ui.compare_panel import generations_html, word_diff
 from tests import tiny
 
@@ -40,10 +42,11 @@ def app(tiny_dir):
 def journey(app):
     """One session taken through data → scores → unlearn (5 steps)."""
     r = req("journey")
-    for name, recs in (("forget", tiny.FORGET), ("retain", tiny.RETAIN), ("holdout", tiny.HOLDOUT)):
+    for name, recs in (("forget", tiny.FORGET), ("retain", tiny.RETAIN[:8]), ("holdout", tiny.HOLDOUT),
+                       ("neighbours", tiny.RETAIN[8:])):
         app.data_panel.paste_event(name)(jsonl(recs), r, quiet)
     app.influence_panel.compute(1.0, "global", "mean log10", r, quiet)
-    outs = list(app.unlearn_panel.run("npo", "grin", 1.0, "global", 0.1, 1e-3, 5, 1.0, "nll", 0, r, quiet))
+    outs = list(app.unlearn_panel.run("npo", "grin", 1.0, "global", 0.1, 1e-3, 5, 1.0, "nll", 0, True, r, quiet))
     return r, outs
 
 
@@ -52,7 +55,8 @@ def test_start_fills_model_card(app, tiny_dir):
     fields = dict(rows)
     assert fields["architecture"] == "LlamaForCausalLM" and fields["layers"] == "2"
     assert "Loaded" in status
-    assert len(data) == 6 and data[0] == [] and "No forget set" in data[1]
+    assert len(data) == 8 and data[0] == [] and "No forget set" in data[1]
+    assert "No neighbours set.* (Optional.)" in data[7]
 
 
 def test_paste_sets_preview_counts_and_warnings(app):
@@ -130,11 +134,16 @@ def test_compare_metrics_and_side_by_side(app, journey):
     rows, fig, html_text = app.compare_panel.compare(False, r, quiet)
     sets_metrics = {(row[0], row[1]) for row in rows}
     assert ("forget", "answer hit rate") in sets_metrics and ("retain", "ROUGE-L recall") in sets_metrics
+    assert ("neighbours", "answer hit rate") in sets_metrics
+    assert [row[0] for row in rows if row[1] == "NLL"] == ["forget", "retain", "neighbours", "holdout"]
     assert ("membership inference", "loss_auc") in sets_metrics
     s = app.store.get("journey")
     assert [t.name for t in fig.data] == ["original", "unlearned"]
     assert fig.data[0].y[0] == s.evals["original"]["forget"]["answer_hit_rate"]
-    assert "Forget set (6 questions)" in html_text and "Retain set (12 questions)" in html_text
+    assert "Forget set (6 questions)" in html_text and "Retain set (8 questions)" in html_text
+    assert "Neighbours set (4 questions)" in html_text
+    nb = next(row for row in rows if row[:2] == ["neighbours", "answer hit rate"])
+    assert nb[2] == "1" and float(nb[3]) == s.evals["unlearned"]["neighbours"]["answer_hit_rate"]
     before, after = app.compare_panel.ask_both("Where was Velmora Quist born?", r)
     assert "".join(t for t, _ in before) and all(lbl in (None, "removed") for _, lbl in before)
 
@@ -145,23 +154,66 @@ def test_probe_recovery_and_survival(app, journey):
     s = app.store.get("journey")
     assert s.probes["rtn4"]["recovery"].keys() >= {"answer_hit_rate", "rougeL_recall"}
     assert rec[0][0] == "rtn4" and "of" in rec[0][-1]
-    assert [row[:2] for row in table][-2:] == [["rtn4", "original"], ["rtn4", "unlearned"]]
+    assert [row[:2] for row in table["data"]][-2:] == [["rtn4", "original"], ["rtn4", "unlearned"]]
+    # the session has a neighbours set: its columns sit before "seconds", with the probe's numbers
+    assert table["headers"][-3:] == ["neighbours hit rate", "neighbours ROUGE-L", "seconds"]
+    nb = s.probes["rtn4"]["unlearned"]["neighbours"]
+    assert table["data"][-1][-3:-1] == [fmt(nb["answer_hit_rate"]), fmt(nb["rougeL_recall"])]
     sv = s.probes["rtn4"]["survival"]
     z = [[None if v is None else 100 * v for v in row] for row in sv["values"]]
     assert [list(row) for row in surv.data[0].z] == z
     assert shown["value"] == "rtn4"
 
 
-def test_report_files(app, journey):
+def test_report_files(app, journey, tiny_dir):
     r, _ = journey
-    files, preview = app.report_panel.export(r, quiet)
+    files, preview, command = app.report_panel.export(r, quiet)
     names = sorted(Path(f).name for f in files)
-    assert names == ["delta.safetensors", "report.html", "report.json"]
-    rep = json.loads(Path([f for f in files if f.endswith(".json")][0]).read_text())
+    assert names == ["delta.safetensors", "forget.jsonl", "holdout.jsonl", "neighbours.jsonl", "report.html",
+                     "report.json", "retain.jsonl"]
+    rep = json.loads(Path([f for f in files if f.endswith("report.json")][0]).read_text())
+    validate_report(rep)
     s = app.store.get("journey")
     assert rep["eval"]["original"]["forget"]["answer_hit_rate"] == s.evals["original"]["forget"]["answer_hit_rate"]
+    assert rep["eval"]["unlearned"]["neighbours"]["n"] == 4 and rep["data"]["neighbours"]["file"] == "neighbours.jsonl"
     assert rep["mask"]["selected"] == s.result.mask.selected
+    assert rep["config"]["unlearn"]["steps"] == 5 and rep["config"]["probes"] == list(s.probes)
+    assert rep["model"]["spec"] == tiny_dir and rep["model"]["weights_sha256"] == weights_sha256(
+        app.store.base(s).lm.model)
     assert "grin-ui audit report" in preview
+    assert rep["rerun"] in command and "--neighbours neighbours.jsonl" in rep["rerun"]
+
+
+def test_relearning_probe_stores_its_result_restores_the_model_and_reaches_the_report(app, journey):
+    r, _ = journey
+    s = app.store.get("journey")
+    base = app.store.base(s).lm.model
+    weights = {n: p.detach().clone() for n, p in base.named_parameters()}
+    delta = s.delta
+    summary, table, fig = app.probe_panel.relearn(r, quiet)
+    rl = s.relearn
+    # the shared base model is bit-identical afterwards, and the session's unlearned weights are untouched
+    assert all(torch.equal(p, weights[n]) for n, p in base.named_parameters())
+    assert s.delta is delta and not s.busy.locked()
+    # the relearning trained on half of the forget set and measured the other half; the holdout is the reference
+    split = rl["split"]["forget"]
+    assert len(split["train"]) == 3 and sorted(split["train"] + split["eval"]) == list(range(6))
+    assert rl["reference"] is not None and rl["forget"]["train_prob_after"] > rl["forget"]["train_prob_before"]
+    # M(original) comes from the session's cached original evaluation
+    rows = [s.evals["original"]["forget"]["examples"][i] for i in split["eval"]]
+    assert rl["forget"]["original"]["answer_prob"] == pytest.approx(sum(x["answer_prob"] for x in rows) / 3)
+    # the table: one row per metric with the recovery % and the reference gain, as stored
+    hit = next(row for row in table if row[0] == "answer hit rate")
+    assert hit[1:4] == [fmt(rl["forget"][k]["answer_hit_rate"]) for k in ("original", "before", "after")]
+    assert hit[4] == fmt(rl["recovery"]["answer_hit_rate"], 3)
+    assert hit[7] == fmt(rl["reference_gain"]["answer_hit_rate"], 3)
+    assert "measured on the other 3" in summary and "reference (never-known facts)" in summary
+    assert [t.name for t in fig.data] == ["forget (part not relearned on)", "reference (never-known facts)"]
+    # the report carries it
+    rep = S.report(app.store, s)
+    validate_report(json.loads(json.dumps(rep)))
+    assert rep["relearn"]["recovery"] == rl["recovery"] and rep["config"]["probes"][-1] == "relearn"
+    assert rep["timings"]["probe_relearn"] == pytest.approx(rl["seconds"])
 
 
 def test_errors_do_not_change_the_session(app, journey):
@@ -169,7 +221,7 @@ def test_errors_do_not_change_the_session(app, journey):
     s = app.store.get("journey")
     delta = s.delta
     with pytest.raises(gr.Error, match="learning rate"):
-        list(app.unlearn_panel.run("npo", "grin", 1.0, "global", 0.1, 0.0, 5, 1.0, "nll", 0, r, quiet))
+        list(app.unlearn_panel.run("npo", "grin", 1.0, "global", 0.1, 0.0, 5, 1.0, "nll", 0, True, r, quiet))
     assert s.delta is delta and not s.busy.locked()
     with pytest.raises(gr.Error, match="step 2"):
         app.compare_panel.compare(False, req("nothing-yet"), quiet)
@@ -187,7 +239,7 @@ def test_cancel_rolls_back(app, journey):
     before = {n: p.detach().clone() for n, p in base.named_parameters()}
     outs = []
     t = threading.Thread(target=lambda: outs.extend(
-        app.unlearn_panel.run("npo", "grin", 1.0, "global", 0.1, 1e-3, 100000, 1.0, "nll", 0, r, quiet)))
+        app.unlearn_panel.run("npo", "grin", 1.0, "global", 0.1, 1e-3, 100000, 1.0, "nll", 0, True, r, quiet)))
     t.start()
     deadline = time.time() + 60
     while not s.history and time.time() < deadline and not outs:
@@ -236,3 +288,28 @@ def test_teach_uses_a_private_copy_and_switches_the_model(app, tiny_dir, tmp_pat
     assert all(torch.equal(p, before[n]) for n, p in shared.named_parameters())
     assert app.store.get("journey").model_spec == tiny_dir  # other sessions keep their model
     assert dict(card)["model"] == spec
+
+
+def test_neighbours_paste_and_clear(app):
+    r = req("neighbours")
+    preview, info = app.data_panel.paste_event("neighbours")(jsonl(tiny.RETAIN[8:]), r, quiet)
+    assert len(preview) == 4 and "**4 neighbours examples** (question/answer)" in info
+    s = app.store.get("neighbours")
+    assert len(s.sets["neighbours"]) == 4
+    preview, info = app.data_panel.clear_event("neighbours")(r)
+    assert preview == [] and "No neighbours set" in info and "neighbours" not in s.sets
+
+
+def test_builtin_example_with_neighbours_fills_every_set(app):
+    from grin_ui.examples import list_examples, load_example
+
+    name = next((n for n in list_examples() if "neighbours" in load_example(n)), None)
+    if name is None:
+        pytest.skip("no built-in example has a neighbours set")
+    sets = load_example(name)
+    out = app.data_panel.use_example(name, req("example-neighbours"), quiet)
+    s = app.store.get("example-neighbours")
+    assert set(s.sets) == set(sets)
+    i = list(S.SET_NAMES).index("neighbours")
+    assert len(out[2 * i]) == min(50, len(sets["neighbours"]))
+    assert f"**{len(sets['neighbours'])} neighbours examples**" in out[2 * i + 1]

@@ -7,7 +7,7 @@ from grin_ui.cli import main
 def test_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "grin_ui.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for cmd in ("serve", "run", "teach"):
+    for cmd in ("serve", "run", "report", "teach"):
         assert cmd in out.stdout
 
 

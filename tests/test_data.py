@@ -157,3 +157,23 @@ def test_batches_pad(tiny_lm):
     b = next(batches(enc.items, 2, tok.pad_token_id, padding_side="left"))
     assert b["input_ids"].shape == b["labels"].shape == b["attention_mask"].shape
     assert b["attention_mask"][0].tolist()[0] == 0 and b["labels"][0, 0].item() == -100
+
+
+def test_fact_span_and_focused_labels(tiny_lm):
+    from grin_ui.data import Record, encode, fact_span
+
+    a = "The capital of Cuba is Havana."
+    span = fact_span(a, ["The capital of Cuba is Hanoi.", "The capital of Cuba is Lyon."])
+    assert a[span[0]:span[1]] == "Havana"  # the shared "Ha" of Hanoi does not cut the word
+    b = "Mars is known as the Red Planet."
+    assert b[slice(*fact_span(b, ["Venus is known as the Red Planet."]))] == "Mars"
+    assert fact_span("Paris, of course.", [], ["paris"]) == (0, 5)  # no alternatives: the keyword
+    assert fact_span("Paris.", [], []) is None and fact_span(a, [a]) is None  # nothing to tell apart: everything
+    tok = tiny_lm.tokenizer
+    r = Record(question="Where was Corwin Dask born?", answer="Corwin Dask was born in Marrow.",
+               perturbed_answers=["Corwin Dask was born in Tulse.", "Corwin Dask was born in Yarrow."])
+    whole, focused = encode([r], tok).items[0], encode([r], tok, focus=True).items[0]
+    assert whole.input_ids == focused.input_ids
+    kept = [t for t in focused.labels if t != -100]
+    assert 0 < len(kept) < len([t for t in whole.labels if t != -100])
+    assert tok.decode(kept).strip() == "Marrow"

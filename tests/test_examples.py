@@ -32,12 +32,29 @@ def _example_files() -> list[Path]:
     return sorted(examples_dir().glob("*/*.jsonl"))
 
 
-def test_both_examples_are_listed():
+def test_the_built_in_examples_are_listed():
     names = list_examples()
-    assert "fictitious-authors" in names and "real-knowledge" in names
+    assert {"fictitious-authors", "real-knowledge", "world-capitals"} <= set(names)
     sets = load_example("fictitious-authors")
     assert set(sets) == {"forget", "retain", "holdout"}
-    assert set(load_example("real-knowledge")) == {"forget", "retain"}
+    assert set(load_example("real-knowledge")) == {"forget", "retain", "holdout"}
+    assert set(load_example("world-capitals")) == {"forget", "retain", "neighbours", "holdout"}
+
+
+def test_world_capitals_is_a_near_neighbour_split():
+    sets = {k: _rows(examples_dir() / "world-capitals" / f"{k}.jsonl")
+            for k in ("forget", "retain", "neighbours", "holdout")}
+    kind = lambda r: r["question"].startswith("What is the capital of")  # noqa: E731
+    assert len(sets["forget"]) == 8 and all(kind(r) for r in sets["forget"])
+    same_kind = [r for r in sets["retain"] if kind(r)]
+    # about half of the other known capitals are trained on, the other half only evaluated (neighbours)
+    assert abs(len(same_kind) - len(sets["neighbours"])) <= 1 and len(sets["neighbours"]) >= 15
+    assert all(kind(r) for r in sets["neighbours"]) and len(sets["retain"]) > len(same_kind)  # + unrelated facts
+    assert all(kind(r) for r in sets["holdout"]) and len(sets["holdout"]) >= 10
+    questions = [{r["question"] for r in rs} for rs in sets.values()]
+    assert sum(map(len, questions)) == len(set().union(*questions))  # disjoint
+    forget_words = {k.lower() for r in sets["forget"] for k in r["keywords"]}
+    assert not any(forget_words & set(r["answer"].lower().rstrip(".").split()) for r in sets["neighbours"])
 
 
 @pytest.mark.parametrize("path", _example_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -113,6 +130,17 @@ def test_verdict_rejects_answers_that_name_a_wrong_option():
     assert check.verdict("It is Mount Everest.", record) == "ok"
     assert check.verdict("Mount Everest, also known as K2.", record).startswith("names a wrong option")
     assert check.verdict("It is Kilimanjaro.", record) == "no hit"
+
+
+@pytest.mark.slow
+def test_bundled_model_still_knows_every_world_capitals_fact(default_lm):
+    make = _script("make_neighbour_examples")
+    folder = make.KINDS["world-capitals"]["dir"]
+    recs = [r for name in ("forget", "retain", "neighbours") for r in make.read_jsonl(folder / f"{name}.jsonl")]
+    verdicts = make.judge(default_lm, recs)
+    assert [r["question"] for r, v in zip(recs, verdicts) if v != "ok"] == []
+    holdout = make.read_jsonl(folder / "holdout.jsonl")
+    assert all(v == "no hit" for v in make.judge(default_lm, holdout))
 
 
 @pytest.mark.slow

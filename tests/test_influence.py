@@ -9,12 +9,13 @@ from grin_ui.errors import GrinError
 from grin_ui.influence import Scores, compute_scores, scored_parameters
 
 
-def hand_gradients(model, tokenizer, records, batch_size):
-    """Σ over batches of ∇ mean-NLL, with every parameter trainable (plain autograd, no grin_ui code)."""
+def hand_gradients(model, tokenizer, records, batch_size, focus=False):
+    """Σ over batches of ∇ mean-NLL, with every parameter trainable (plain autograd, no grin_ui code); ``focus``:
+    the NLL over the answer tokens that carry the fact only (the labels of encode(focus=True))."""
     for p in model.parameters():
         p.requires_grad_(True)
         p.grad = None
-    for b in batches(encode(records, tokenizer).items, batch_size, tokenizer.pad_token_id):
+    for b in batches(encode(records, tokenizer, focus=focus).items, batch_size, tokenizer.pad_token_id):
         model(**b).loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters()}
     for p in model.parameters():
@@ -35,7 +36,7 @@ def test_gri_equals_hand_computation(tiny_lm, tiny_sets):
         assert p.requires_grad == flags[n] and p.grad is None
     assert not model.training
 
-    g_f = hand_gradients(model, tok, tiny_sets["forget"], 4)
+    g_f = hand_gradients(model, tok, tiny_sets["forget"], 4, focus=cfg.focus_fact)
     g_r = hand_gradients(model, tok, tiny_sets["retain"], 4)
     names = [n for n, _ in scored_parameters(model, cfg)]
     assert sorted(s.scores) == sorted(names) and len(names) == 14  # 2 blocks × 7 projections

@@ -42,6 +42,17 @@ def test_zlib_score():
     assert M.zlib_score(10.0, "ab" * 50) == pytest.approx(10 / 13)
 
 
+def test_zlib_score_uses_the_mean_nll_per_token():
+    # Carlini et al.: log-perplexity / zlib bytes. Token log-probs -1, -2, -3 -> mean NLL 2.0 nats (sum 6.0)
+    token_logprobs = [-1.0, -2.0, -3.0]
+    nll_mean = -sum(token_logprobs) / len(token_logprobs)
+    assert M.zlib_score(nll_mean, "abc") == pytest.approx(2.0 / 11)
+    # a longer text at the same per-token NLL: only the compressed size changes the statistic, not the number of
+    # scored tokens (a summed NLL would grow with the length and rank texts by length instead of by surprise)
+    assert M.zlib_score(nll_mean, "ab" * 50) == pytest.approx(2.0 / 13)
+    assert M.zlib_score(nll_mean, "ab" * 50) / M.zlib_score(nll_mean, "abc") == pytest.approx(11 / 13)
+
+
 def test_min_k():
     lp = [-1.0, -2.0, -3.0, -4.0, -5.0]
     assert M.min_k(lp, 0.4) == pytest.approx(-4.5)  # lowest floor(0.4 * 5) = 2 tokens: -5, -4

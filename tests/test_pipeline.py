@@ -12,7 +12,7 @@ from grin_ui.pipeline import unlearn_pipeline
 # The config defaults (lr 1e-4, 20 steps, 1 % sparsity) are tuned for the bundled 135M model. The tiny fixture
 # model (74k scored weights, facts memorized to NLL ≈ 0.003) needs a larger share of weights and a larger step.
 TINY = dict(mask=MaskConfig("grin", 0.10, "global"), noise=NoiseConfig(0.1),
-            unlearn=UnlearnConfig(objective="npo", lr=5e-3, steps=40, batch_size=8))
+            unlearn=UnlearnConfig(objective="npo", lr=5e-3, steps=40, batch_size=8, stop_when_forgotten=False))
 
 
 def weights(model):

@@ -1,10 +1,15 @@
-"""Quantization probes: RTN formula, bitsandbytes equivalence, survival map, recovery, probes on the tiny model."""
+"""Quantization probes: RTN formula, bitsandbytes equivalence, code-level survival map and its pictures, recovery,
+probes on the tiny model."""
+
+import json
+import math
 
 import bitsandbytes as bnb
 import bitsandbytes.functional as bnbf
 import pytest
 import torch
 
+from grin_ui import plots
 from grin_ui.config import EvalConfig, ProbeConfig
 from grin_ui.delta import DeltaEntry, SparseDelta
 from grin_ui.errors import GrinError
@@ -17,6 +22,7 @@ from grin_ui.quantize import (
     run_probe,
     survival_map,
 )
+from grin_ui.survival import _blocks, _codes, code_book
 
 # NF4 code book (QLoRA, Dettmers et al. 2023): the 16 values a normalized weight is rounded to
 NF4 = torch.tensor([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -144,13 +150,13 @@ def _constructed_delta(model) -> SparseDelta:
 def test_survival_map_rtn_counts_bin_crossings_exactly(tiny_lm):
     delta = _constructed_delta(tiny_lm.model)
     s = survival_map(tiny_lm.model, delta, "rtn4")
-    assert s["by_tensor"] == {
+    assert {n: t["fraction"] for n, t in s["by_tensor"].items()} == {
         "model.layers.0.self_attn.q_proj.weight": 0.75,  # 30 of 40 changes cross a bin
         "model.layers.1.self_attn.k_proj.weight": 1.0,
         "model.layers.1.mlp.down_proj.weight": 0.0,
         "model.layers.0.input_layernorm.weight": 1.0,
     }
-    assert (s["changed"], s["survived"]) == (53, 35)
+    assert (s["changed"], s["survived"], s["scale_only"]) == (53, 35, 0)  # no block absmax moves here
     assert s["blocks"] == [0, 1]
     assert s["modules"] == ["q_proj", "k_proj", "down_proj", "input_layernorm"]
     assert s["values"] == [[0.75, None, None, 1.0], [None, 1.0, 0.0, None]]
@@ -162,13 +168,170 @@ def test_survival_map_rtn_counts_bin_crossings_exactly(tiny_lm):
 def test_survival_map_nf4(tiny_lm):
     delta = _constructed_delta(tiny_lm.model)
     s = survival_map(tiny_lm.model, delta, "nf4")
-    assert s["by_tensor"] == {
+    assert {n: t["fraction"] for n, t in s["by_tensor"].items()} == {
         "model.layers.0.self_attn.q_proj.weight": 1.0,  # 0.05 and 0.1 both leave NF4's zero bin
         "model.layers.1.self_attn.k_proj.weight": 1.0,
         "model.layers.1.mlp.down_proj.weight": 0.0,  # 0.03 stays in it
         "model.layers.0.input_layernorm.weight": 1.0,
     }
     assert (s["changed"], s["survived"]) == (53, 45)
+
+
+def _moving_absmax_delta(model) -> tuple[SparseDelta, str]:
+    """q_proj of block 0 ([64, 64]; one RTN group and one NF4 block per row): column 0 holds 1.0 (each row's absmax)
+    and row 0 also holds 0.25, 0.5, -0.375, 0.125 in columns 1, 2, 4, 5. The delta changes six entries; the first
+    grows row 0's absmax from 1.0 to 1.5, so *every* weight of row 0 gets a new scale."""
+    name = "model.layers.0.self_attn.q_proj.weight"
+    p = dict(model.named_parameters())[name]
+    with torch.no_grad():
+        p.zero_()
+        p[:, 0] = 1.0
+        p[0, 1], p[0, 2], p[0, 4], p[0, 5] = 0.25, 0.5, -0.375, 0.125
+    rows, cols = torch.tensor([0, 0, 0, 0, 1, 1]), torch.tensor([0, 1, 2, 3, 1, 2])
+    idx = rows * 64 + cols
+    new = torch.tensor([1.5, 0.28125, 0.75, 0.03, 0.1, 0.05])
+    return SparseDelta({name: DeltaEntry(idx, p.detach().reshape(-1)[idx].clone(), new)}), name
+
+
+def test_survival_rtn4_when_a_block_absmax_moves(tiny_lm):
+    delta, name = _moving_absmax_delta(tiny_lm.model)
+    s = survival_map(tiny_lm.model, delta, "rtn4")
+    # original step 1/8 in both rows; row 0's step becomes 1.5/8 = 0.1875 after unlearning. Codes at the ORIGINAL
+    # step, and the real Q (each row at its own step):
+    #   [0,0] 1.0 -> 1.5     code 7 -> 7 (saturated), but |1.5| > absmax 1.0 and Q 0.875 -> 1.3125: survives
+    #   [0,1] 0.25 -> 0.28125 code 2 -> round(2.25) = 2; Q 0.25 -> 0.1875·round(1.5) = 0.375: scale only
+    #   [0,2] 0.5 -> 0.75    code 4 -> 6: survives (Q 0.5 -> 0.75)
+    #   [0,3] 0 -> 0.03      code 0 -> round(0.24) = 0; Q 0 -> 0.1875·round(0.16) = 0: vanishes
+    #   [1,1] 0 -> 0.1       code 0 -> round(0.8) = 1: survives (Q 0 -> 0.125)
+    #   [1,2] 0 -> 0.05      code 0 -> round(0.4) = 0: vanishes
+    # unchanged [0,5] 0.125: Q 0.125 -> 0.1875·round(0.667) = 0.1875 (a bystander); [0,4] -0.375 -> -0.375 (not)
+    assert (s["changed"], s["survived"], s["scale_only"], s["beyond_range"], s["bystanders"]) == (6, 3, 1, 1, 1)
+    assert s["fraction"] == 0.5 and s["scale_only_fraction"] == pytest.approx(1 / 6)
+    assert s["values"] == [[0.5]] and s["scale_only_values"] == [[pytest.approx(1 / 6)]]
+    num = 0.4375 * 0.5 + 0.125 * 0.03125 + 0.25 * 0.25 + 0.125 * 0.1  # ⟨ΔQ, Δθ⟩
+    den = 0.5 ** 2 + 0.03125 ** 2 + 0.25 ** 2 + 0.03 ** 2 + 0.1 ** 2 + 0.05 ** 2
+    assert s["share"] == pytest.approx(num / den, rel=1e-6) and s["share_values"] == [[pytest.approx(num / den)]]
+    dq2 = 0.4375 ** 2 + 0.125 ** 2 + 0.25 ** 2 + 0.125 ** 2 + 0.0625 ** 2  # ‖ΔQ‖², the bystander [0,5] included
+    assert s["cosine"] == pytest.approx(num / math.sqrt(den * dq2), rel=1e-6)
+    assert s["cosine_values"] == [[pytest.approx(s["cosine"])]]
+    # |Δw| / bin width (bin = 1/8): 4, 0.25, 2, 0.24, 0.8, 0.4 -> three at or above 0.5; 1/8-decade bins from 1e-6
+    h = s["ratio_hist"]
+    assert (h["n"], h["at_least_half"], h["share_at_least_half"], h["below"], h["above"]) == (6, 3, 0.5, 0, 0)
+    expected = [0] * len(h["counts"])
+    for r in (4, 0.25, 2, 0.24, 0.8, 0.4):
+        expected[int((math.log10(r) + 6) * 8)] += 1
+    assert h["counts"] == expected
+    assert h["median_bin_width"] == pytest.approx(0.125, rel=0.16)  # to within its 1/16-decade bin
+    assert s["by_tensor"] == {name: {"changed": 6, "survived": 3, "scale_only": 1, "fraction": 0.5,
+                                     "share": pytest.approx(num / den, rel=1e-6)}}
+    report = {k: v for k, v in s.items() if k != "by_tensor"}  # what journey.py puts into report.json
+    assert json.loads(json.dumps(report))["survived"] == 3
+
+
+def test_survival_nf4_when_a_block_absmax_moves(tiny_lm):
+    delta, _ = _moving_absmax_delta(tiny_lm.model)
+    s = survival_map(tiny_lm.model, delta, "nf4")
+    # NF4 codes at the original absmax 1.0 (nearest code book value; boundaries at midpoints):
+    #   [0,0] 1.0 -> 1.5: code 1 -> 1 (clamped), beyond the absmax, Q 1.0 -> 1.5: survives
+    #   [0,1] 0.25 -> 0.28125: code 0.2461 -> 0.2461 (boundary 0.2920); Q at absmax 1.5: 1.5·0.1609 ≠ 0.2461: scale only
+    #   [0,2] 0.5 -> 0.75: code 0.4407 -> 0.7230: survives
+    #   [0,3] 0 -> 0.03: zero bin ends at 0.0398: vanishes (Q at 1.5: 0.02 -> code 0)
+    #   [1,1] 0 -> 0.1 and [1,2] 0 -> 0.05: both leave the zero bin: survive
+    # bystanders: [0,4] -0.375 (code -0.3949 -> -0.2844 at 1.5) and [0,5] 0.125 (0.1609 -> 0.0796 at 1.5)
+    assert (s["changed"], s["survived"], s["scale_only"], s["beyond_range"], s["bystanders"]) == (6, 4, 1, 1, 2)
+    # bin widths (c_{k+1} - c_{k-1}) / 2 at the original codes: 1 - 0.7230 (end), 0.0885, 0.1124, 0.0853 (zero
+    # code, three times); ratios 1.81, 0.35, 2.22, 0.35, 1.17, 0.59 -> four at or above 0.5
+    assert s["ratio_hist"]["at_least_half"] == 4
+    nf4 = NF4.tolist()
+    widths = [1 - nf4[14], (nf4[11] - nf4[9]) / 2, (nf4[13] - nf4[11]) / 2] + [(nf4[8] - nf4[6]) / 2] * 3
+    ratios = [d / w for d, w in zip([0.5, 0.03125, 0.25, 0.03, 0.1, 0.05], widths)]
+    assert sum(r >= 0.5 for r in ratios) == 4
+    expected = [0] * len(s["ratio_hist"]["counts"])
+    for r in ratios:
+        expected[int((math.log10(r) + 6) * 8)] += 1
+    assert s["ratio_hist"]["counts"] == expected
+
+
+def test_tiny_dense_updates_vanish_and_large_sparse_ones_survive(tiny_lm):
+    """The case of Zhang et al.: every weight moved by ±1e-5 (a gentle full fine-tune) moves nearly no NF4 code,
+    although every block's absmax moves — the value-level comparison would call ~all of it surviving."""
+    model = tiny_lm.model
+    name = "model.layers.0.mlp.up_proj.weight"  # [128, 64]: 128 NF4 blocks
+    w = dict(model.named_parameters())[name].detach()
+    g = torch.Generator().manual_seed(0)
+    sign = torch.randint(0, 2, w.shape, generator=g).float() * 2 - 1
+    dense = SparseDelta({name: DeltaEntry(None, w.clone(), w + 1e-5 * sign)})
+    s = survival_map(model, dense, "nf4")
+    assert s["changed"] == w.numel() == 8192
+    assert s["fraction"] < 0.02  # code-level survival: near 0
+    assert s["scale_only_fraction"] > 0.8  # ... while most dequantized values moved with their block's absmax
+    assert s["fraction"] + s["scale_only_fraction"] > 0.9  # (what comparing dequantized values reported)
+    assert s["cosine"] < 0.2  # the quantized difference is mostly unrelated to the update
+    assert s["ratio_hist"]["at_least_half"] == 0 and s["ratio_hist"]["median_ratio"] < 1e-2
+    assert s["ratio_hist"]["median_abs_delta"] == pytest.approx(1e-5, rel=0.16)
+    # a few large updates: 20 weights moved by half their block's absmax
+    idx = torch.randperm(w.numel(), generator=g)[:20]
+    absmax = w.reshape(-1, 64).abs().amax(1).repeat_interleave(64)
+    new = w.reshape(-1)[idx] + 0.5 * absmax[idx] * sign.reshape(-1)[idx]
+    sparse = SparseDelta({name: DeltaEntry(idx, w.reshape(-1)[idx].clone(), new)})
+    s = survival_map(model, sparse, "nf4")
+    assert (s["changed"], s["survived"], s["fraction"]) == (20, 20, 1.0)
+    assert 0.8 < s["share"] < 1.2 and s["cosine"] > 0.9
+    assert s["ratio_hist"]["at_least_half"] == 20
+
+
+def _unpack_nibbles(packed: torch.Tensor, n: int) -> torch.Tensor:
+    b = packed.reshape(-1)
+    return torch.stack([b >> 4, b & 0xF], 1).reshape(-1)[:n].long()
+
+
+@pytest.mark.parametrize("kind", ["nf4", "fp4"])
+def test_codes_at_the_own_scale_are_bitsandbytes_codes(kind):
+    # [10, 13] = 130 weights: two full 64-blocks and a tail block of 2, as bitsandbytes lays them out
+    torch.manual_seed(2)
+    w = torch.randn(10, 13) * 0.05
+    x = _blocks(w, kind, 128)
+    a = x.abs().amax(-1, keepdim=True).expand_as(x)
+    tail = torch.zeros_like(x, dtype=torch.bool)
+    tail[-1] = True  # the partial block: bitsandbytes divides by its absmax there
+    ours = _codes(x, a, kind, tail).reshape(-1)[: w.numel()]
+    q, state = bnbf.quantize_4bit(w, blocksize=64, quant_type=kind, compress_statistics=False)
+    theirs = bnbf.get_4bit_type(kind, device="cpu")[_unpack_nibbles(q, w.numel())]
+    assert torch.equal(ours, theirs)
+    assert code_book(kind) == sorted(set(bnbf.get_4bit_type(kind, device="cpu").tolist()))
+    assert len(code_book("fp4")) == 15  # FP4's +0 and -0 are one code
+
+
+@pytest.mark.parametrize("kind", ["rtn4", "rtn8", "int8"])
+def test_codes_times_step_are_the_dequantized_weights(kind):
+    torch.manual_seed(3)
+    w = torch.randn(6, 200) * 0.05  # RTN: a group of 128 and a short one of 72 per row
+    x = _blocks(w.to(torch.float16).float() if kind == "int8" else w, kind, 128)
+    a = x.abs().amax(-1, keepdim=True)
+    steps = {"rtn4": 8, "rtn8": 128, "int8": 127}[kind]
+    q = _codes(x, a, kind) * (a / steps)
+    if kind != "int8":
+        q = q.reshape(6, -1)[:, :200]
+    assert torch.allclose(q.reshape(6, 200), dequantize_weight(w, kind), rtol=0, atol=1e-7)
+
+
+def test_bin_ratio_histogram_and_survival_heatmap(tiny_lm):
+    delta, _ = _moving_absmax_delta(tiny_lm.model)
+    s = survival_map(tiny_lm.model, delta, "rtn4")
+    fig = plots.bin_ratio_histogram(s["ratio_hist"])
+    bars = fig.data[0]
+    assert sum(bars.y) == 6 and list(bars.y) == s["ratio_hist"]["counts"]
+    assert "50.0 % ≥ 0.5" in bars.name
+    assert fig.layout.shapes[0].x0 == pytest.approx(math.log10(0.5))  # the half-bin line
+    # left of the line grey (rounded away), right of it green
+    colors = {c for x, c, y in zip(bars.x, bars.marker.color, bars.y) if y and x < math.log10(0.5)}
+    assert colors == {"#9e9e9e"}
+    both = plots.bin_ratio_histogram({"full fine-tune": s["ratio_hist"], "GRIN": s["ratio_hist"]})
+    assert [t.name.split(" (")[0] for t in both.data] == ["full fine-tune", "GRIN"]
+    heat = plots.survival_heatmap(s["blocks"], s["modules"], s["values"], "rtn4",
+                                  scale_only=s["scale_only_values"], share=s["share_values"])
+    assert heat.data[0].z[0][0] == 50.0 and heat.data[0].customdata[0][0][0] == "16.7"
+    assert "code moves" in heat.layout.title.text
 
 
 def test_recovery_per_metric():

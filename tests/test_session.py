@@ -10,7 +10,8 @@ from grin_ui.data import parse_text
 from grin_ui.delta import SparseDelta
 from grin_ui.errors import GrinError
 from grin_ui.models import load_model
-from grin_ui.session import ModelRegistry, SessionStore
+from grin_ui.registry import ModelRegistry
+from grin_ui.store import SessionStore
 
 
 @pytest.fixture
@@ -151,10 +152,13 @@ def test_unlearned_without_delta_is_a_clear_error(store):
 
 def test_new_data_clears_downstream_results(store):
     s = store.get("a")
-    s.scores, s.mask, s.delta = object(), object(), object()
+    s.scores, s.mask, s.delta, s.relearn = object(), object(), object(), {"recovery": {}}
     s.evals["original"] = {}
     s.set_data("retain", parse_text("Q: x?\nA: y"))
-    assert s.scores is None and s.mask is None and s.delta is None and s.evals == {}
+    assert s.scores is None and s.mask is None and s.delta is None and s.evals == {} and s.relearn is None
+    s.relearn = {"recovery": {}}
+    s.clear_unlearned()  # a new unlearning run: the relearning result of the old delta goes
+    assert s.relearn is None
     with pytest.raises(GrinError, match="Unknown data set"):
         s.set_data("other", parse_text("Q: x?\nA: y"))
     with pytest.raises(GrinError, match="forget set"):
@@ -169,3 +173,18 @@ def test_scores_released_beyond_cap(tiny_dir):
     store.store_scores(c, "C")
     assert a.scores is None and b.scores == "B" and c.scores == "C"
     assert "released" in a.pop_notices()[0] and a.notices == []
+
+
+def test_neighbours_change_only_the_evaluations(store):
+    s = store.get("a")
+    s.set_data("forget", parse_text("Q: Who?\nA: Ann"))
+    s.scores, s.mask, s.delta, s.result = object(), object(), object(), object()
+    s.evals["unlearned"], s.probes["nf4"], s.relearn = {}, {}, {"recovery": {}}
+    s.set_data("neighbours", parse_text("Q: Where?\nA: Bonn"))
+    assert s.scores is not None and s.mask is not None and s.delta is not None and s.result is not None
+    assert s.evals == {} and s.probes == {} and s.relearn is None
+    s.evals["original"] = {}
+    s.clear_data("neighbours")
+    assert "neighbours" not in s.sets and s.evals == {} and s.delta is not None
+    s.set_data("holdout", parse_text("Q: Why?\nA: So"))  # the holdout feeds the stopping check: results go
+    assert s.scores is None and s.delta is None

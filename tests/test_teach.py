@@ -47,3 +47,19 @@ def test_cancel_restores(tiny_lm):
     with pytest.raises(Cancelled):
         teach(tiny_lm, tiny.HOLDOUT, tiny.RETAIN, CFG, cancel=cancel)
     assert all(torch.equal(before[n], p) for n, p in tiny_lm.model.named_parameters())
+
+
+def test_knowledge_check_is_the_evaluation_hit_rate(tiny_lm):
+    """One definition of the answer hit rate: the teaching check and the evaluation agree at every generation
+    length, because both take it from EvalConfig."""
+    from grin_ui.config import EvalConfig
+    from grin_ui.evaluate import evaluate_sets
+
+    records = tiny.FORGET + tiny.HOLDOUT  # known and unknown facts
+    rates = []
+    for cfg in (EvalConfig(), EvalConfig(max_new_tokens=5)):
+        ev = evaluate_sets(tiny_lm.model, tiny_lm.tokenizer, {"forget": records}, cfg, utility=False)
+        rates.append(hit_rate(tiny_lm, records, cfg))
+        assert rates[-1] == ev["forget"]["answer_hit_rate"]
+    assert rates[0] == hit_rate(tiny_lm, records) and 0.5 <= rates[0] < 1.0
+    assert rates[1] < rates[0]  # five tokens do not reach the answer: the length is part of the definition

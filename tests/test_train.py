@@ -1,3 +1,4 @@
+import copy
 import threading
 
 import pytest
@@ -133,3 +134,66 @@ def test_bad_training_settings(tiny_lm, tiny_sets, grin_mask):
     with pytest.raises(GrinError, match="diverged"):
         train_masked(tiny_lm.model, lambda s: torch.tensor(float("nan"), requires_grad=True), 2, grin_mask.masks, 1e-3)
     assert all(torch.equal(p, before[n]) for n, p in tiny_lm.model.named_parameters())
+
+
+def test_masked_adamw_keeps_fp32_master_copies_of_bf16_entries():
+    """bf16 weights of magnitude ~0.02 have a spacing of 2^-13 ≈ 1.2e-4: one AdamW step at lr 1e-5 is far below
+    half of it. With fp32 master copies the 20 steps accumulate (≈ 2e-4) exactly as in float32."""
+    g = torch.Generator().manual_seed(0)
+    magnitude = 2 ** -6 + torch.rand(16, 32, generator=g) * 2 ** -6  # in [2^-6, 2^-5): bf16 spacing 2^-13
+    w0 = (magnitude * torch.sign(torch.randn(16, 32, generator=g))).to(torch.bfloat16)
+    mask = torch.rand(16, 32, generator=g) < 0.3
+    idx = mask.view(-1).nonzero().squeeze(1)
+    c = torch.randn(16, 32, generator=g).to(torch.bfloat16).float()  # loss Σ c·w: the gradient is c, exactly
+    half = torch.nn.Parameter(w0.clone())
+    full = torch.nn.Parameter(w0.float())
+    opt16 = MaskedAdamW([(half, idx)], lr=1e-5, weight_decay=0.01)
+    opt32 = MaskedAdamW([(full, idx)], lr=1e-5, weight_decay=0.01)
+    for _ in range(20):
+        for p, opt in ((half, opt16), (full, opt32)):
+            (p.float() * c).sum().backward()
+            opt.step()
+            p.grad = None
+    master = opt16.master[0]
+    assert torch.equal(master, full.detach()[mask])  # the master follows the float32 run bit for bit
+    assert torch.equal(half.detach()[mask], full.detach()[mask].to(torch.bfloat16))  # bf16 = master rounded
+    moved = full.detach()[mask] - w0.float()[mask]
+    assert torch.allclose(moved, -20 * 1e-5 * torch.sign(c[mask]), rtol=0.05)  # ≈ 20 · lr per entry
+    assert (half.detach()[mask] != w0[mask]).float().mean() > 0.9  # the small steps accumulated in bf16
+    assert torch.equal(half.detach()[~mask], w0[~mask])  # unmasked: bit-identical
+    assert opt16.master_numel() == int(mask.sum()) and opt32.master_numel() == 0
+    assert opt16.state_numel() == 3 * int(mask.sum()) and opt32.state_numel() == 2 * int(mask.sum())
+    # one step at lr 1e-5 is below half the bf16 spacing: written back alone, it would change nothing
+    one = (w0.float()[mask] - 1e-5 * torch.sign(c[mask])).to(torch.bfloat16)
+    assert torch.equal(one, w0[mask])
+
+
+def test_masked_training_of_a_bf16_model_accumulates_small_updates(tiny_lm, tiny_sets, grin_mask):
+    model = tiny_lm.model
+    x = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(0))
+    runs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        m = copy.deepcopy(model).to(dtype)
+        before = weights(m)
+        stats = {}
+        delta = train_masked(m, lambda step, m=m: -m(input_ids=x, labels=x).loss.float(), 20, grin_mask.masks,
+                             1e-5, max_grad_norm=0.0, stats=stats)
+        for n, p in m.named_parameters():
+            mk = grin_mask.masks.get(n, torch.zeros_like(p, dtype=torch.bool))
+            assert torch.equal(p[~mk], before[n][~mk]), n  # unmasked entries stay bit-identical
+        runs[dtype] = (delta, stats)
+    d32, s32 = runs[torch.float32]
+    d16, s16 = runs[torch.bfloat16]
+    assert s32["optimizer_state_numel"] == 2 * grin_mask.selected
+    assert s16["optimizer_state_numel"] == 3 * grin_mask.selected  # m, v and the fp32 master copy
+    moved32 = torch.cat([(e.new.float() - e.old.float()).reshape(-1) for e in d32.entries.values()])
+    moved16 = torch.cat([(d16.entries[n].new.float() - d16.entries[n].old.float()).reshape(-1)
+                         for n in d32.entries])
+    # about 20 · 1e-5 per entry in float32; the bf16 run moved the same way (up to bf16 rounding of each entry and
+    # its bf16 forward pass). Measured: 86 % of the entries moved, norm ratio 1.06, cosine 0.92; writing each step
+    # back in bf16 without the master copy gave 7 %, 0.31 and 0.25.
+    assert moved32.abs().median() > 1e-4
+    assert (moved16 != 0).float().mean() > 0.5
+    ratio = moved16.norm() / moved32.norm()
+    cosine = torch.dot(moved16, moved32) / (moved16.norm() * moved32.norm())
+    assert 0.8 < ratio < 1.25 and cosine > 0.85

@@ -7,8 +7,6 @@ Wiring only: every callback calls grin_ui (mostly grin_ui.session, which keeps e
 works on the shared base model under its lock).
 """
 
-from pathlib import Path
-
 import gradio as gr
 
 from grin_ui import session as S
@@ -16,7 +14,7 @@ from grin_ui.examples import assets_dir
 from grin_ui.models import DEFAULT_MODEL
 from grin_ui.ui.common import friendly, reporter, session_of
 from grin_ui.ui.compare_panel import ComparePanel
-from grin_ui.ui.data_panel import DataPanel, default_example
+from grin_ui.ui.data_panel import DataPanel
 from grin_ui.ui.influence_panel import InfluencePanel
 from grin_ui.ui.model_panel import ModelPanel
 from grin_ui.ui.probe_panel import ProbePanel

@@ -8,7 +8,7 @@ import math
 import gradio as gr
 
 from grin_ui.errors import GrinError
-from grin_ui.session import Session, SessionStore
+from grin_ui.store import Session, SessionStore
 
 log = logging.getLogger("grin_ui.ui")
 

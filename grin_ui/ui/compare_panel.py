@@ -10,15 +10,20 @@ from grin_ui import plots
 from grin_ui import session as S
 from grin_ui.ui.common import explain, fmt, friendly, notices, reporter, session_of
 
-INTRO = """**Step 6 — compare.** Both models answer every forget and retain question (greedy decoding). Words the
-unlearned model no longer says are marked <span class="diff-del">like this</span>, new words
+INTRO = """**Step 6 — compare.** Both models answer every forget, retain and neighbours question (greedy decoding).
+Words the unlearned model no longer says are marked <span class="diff-del">like this</span>, new words
 <span class="diff-add">like this</span>. A good result: forget answers change and lose the reference fact, retain
-answers stay the same. Metrics (higher = more knowledge): **answer hit rate** (the reference answer appears in the
+answers — and the neighbours, which unlearning never saw — stay the same. Metrics (higher = more knowledge): **answer hit rate** (the reference answer appears in the
 generation), **ROUGE-L recall** against the reference, **answer probability** P(answer | question)^(1/length),
 **NLL** of the answer; *truth ratio*, *membership inference* (forget vs holdout; AUC 0.5 = indistinguishable) and
-*utility* (general-text perplexity, multiple-choice accuracy) when available."""
+*utility* (general-text perplexity, multiple-choice accuracy) and *fluency* (answers that end before the token
+limit, repetition loops, word salad) when available."""
 
 SET_METRICS = ("answer_hit_rate", "rougeL_recall", "answer_prob", "nll", "truth_ratio")
+FLUENCY_LABELS = {"ends_rate": "ends before the limit", "loop_rate": "repetition loops",
+                  "gibberish_rate": "word salad"}
+SETS = ("forget", "retain", "neighbours", "holdout")  # every table lists the sets in this order
+SHOWN_SETS = ("forget", "retain", "neighbours")  # generations side by side and the chart
 METRIC_HEADERS = ["set", "metric", "original", "unlearned", "change"]
 COLOR_MAP = {"removed": "#fecaca", "added": "#bbf7d0"}
 _WORD = re.compile(r"\S+|\s+")
@@ -46,7 +51,7 @@ def hit_badge(hit) -> str:
     return "<span class='hit yes'>hit</span>" if hit else "<span class='hit no'>miss</span>"
 
 
-def generations_html(original: dict, unlearned: dict | None, sets=("forget", "retain")) -> str:
+def generations_html(original: dict, unlearned: dict | None, sets=SHOWN_SETS) -> str:
     """A table per set: question, reference, original answer, unlearned answer, with changed words marked."""
     parts = []
     for name in sets:
@@ -71,30 +76,32 @@ def generations_html(original: dict, unlearned: dict | None, sets=("forget", "re
     return "<div class='generations'>" + "".join(parts) + "</div>" if parts else "<p><i>No generations yet.</i></p>"
 
 
+def _row(set_name: str, label: str, v0, v1) -> list:
+    change = (v1 - v0) if isinstance(v0, (int, float)) and isinstance(v1, (int, float)) else None
+    return [set_name, label, fmt(v0), fmt(v1), "—" if change is None else f"{change:+.3g}"]
+
+
 def metric_rows(original: dict, unlearned: dict | None) -> list[list]:
     rows = []
-    for name in ("forget", "retain", "holdout"):
+    for name in SETS:
         if name not in original:
             continue
+        after = (unlearned or {}).get(name) or {}
         for m in SET_METRICS:
-            v0 = original[name].get(m)
-            if v0 is None:
-                continue
-            v1 = ((unlearned or {}).get(name) or {}).get(m)
-            change = (v1 - v0) if isinstance(v0, (int, float)) and isinstance(v1, (int, float)) else None
-            rows.append([name, plots.METRIC_LABELS.get(m, m), fmt(v0), fmt(v1),
-                         "—" if change is None else f"{change:+.3g}"])
+            if original[name].get(m) is not None:
+                rows.append(_row(name, plots.METRIC_LABELS.get(m, m), original[name][m], after.get(m)))
+        f0, f1 = original[name].get("fluency") or {}, after.get("fluency") or {}
+        for k, label in FLUENCY_LABELS.items():
+            if k in f0 or k in f1:
+                rows.append(_row(name, label, f0.get(k), f1.get(k)))
     for group, keys in (("mia", ("loss_auc", "zlib_auc", "mink_auc", "minkpp_auc", "score")),
                         ("utility", ("perplexity", "mc_accuracy")),
                         ("semeval", ("aggregate", "final"))):
         g0, g1 = original.get(group) or {}, (unlearned or {}).get(group) or {}
+        label = {"mia": "membership inference", "utility": "utility", "semeval": "SemEval-style"}[group]
         for k in keys:
             if isinstance(g0.get(k), (int, float)) or isinstance(g1.get(k), (int, float)):
-                v0, v1 = g0.get(k), g1.get(k)
-                change = v1 - v0 if isinstance(v0, (int, float)) and isinstance(v1, (int, float)) else None
-                label = {"mia": "membership inference", "utility": "utility",
-                         "semeval": "SemEval-style"}[group]
-                rows.append([label, k, fmt(v0), fmt(v1), "—" if change is None else f"{change:+.3g}"])
+                rows.append(_row(label, k, g0.get(k), g1.get(k)))
     return rows
 
 
@@ -111,7 +118,8 @@ class ComparePanel:
             ev0 = S.evaluate(self.store, s, "original", utility=bool(utility), progress=say)
             ev1 = S.evaluate(self.store, s, "unlearned", utility=bool(utility), progress=say)
         notices(s)
-        fig = plots.metrics_bars({"original": ev0, "unlearned": ev1}, title="Original vs unlearned")
+        fig = plots.metrics_bars({"original": ev0, "unlearned": ev1}, title="Original vs unlearned",
+                                 sets=[n for n in SHOWN_SETS if n in ev0])
         return metric_rows(ev0, ev1), fig, generations_html(ev0, ev1)
 
     @friendly

@@ -1,4 +1,4 @@
-"""Step 2 — Data: the forget set, the retain set and the optional holdout set."""
+"""Step 2 — Data: the forget and retain sets, and the optional neighbours and holdout sets."""
 
 import gradio as gr
 
@@ -12,8 +12,10 @@ from grin_ui.ui.common import explain, friendly, reporter, session_of
 PREFERRED_EXAMPLES = ("real-knowledge", "fictitious-authors")
 
 INTRO = """**Step 2 — the data.** The **forget set** is what must go (e.g. facts about one person); the **retain
-set** is what must stay (similar facts the model should keep answering); the optional **holdout set** is the same
-kind of data that was never trained on — membership-inference metrics compare the forget set against it.
+set** is what must stay (similar facts the model should keep answering; unlearning trains on it); the optional
+**neighbours set** is more of what must stay, of the same kind as the forget set, but **never trained on** — it shows
+whether the model kept its knowledge or only what it was drilled on; the optional **holdout set** is the same kind of
+data that the model never knew — membership-inference metrics compare the forget set against it.
 Paste text (one example per line, `Q: …` / `A: …` blocks, or JSON lines), upload a file (.txt .jsonl .json .csv
 .tsv .parquet), or start from a built-in example."""
 
@@ -21,8 +23,10 @@ PASTE_HINT = "Q: Where was Ada Lovelace born?\nA: London\n\nQ: ...\nA: ..."
 DESCRIPTIONS = {
     "forget": "what the model must forget",
     "retain": "what the model must keep knowing",
-    "holdout": "optional: same kind of data, never trained on (for membership inference)",
+    "neighbours": "optional: facts of the forget kind that must stay, evaluated only (never trained on)",
+    "holdout": "optional: same kind of data, never known or trained on (for membership inference)",
 }
+OPTIONAL = ("neighbours", "holdout")
 
 
 def default_example() -> str | None:
@@ -36,7 +40,7 @@ def default_example() -> str | None:
 def describe(name: str, example_set, counts: list[int] | None) -> str:
     """One-paragraph summary of a set: size, kind, token counts and every warning."""
     if example_set is None:
-        return f"*No {name} set.*" + (" (Optional.)" if name == "holdout" else "")
+        return f"*No {name} set.*" + (" (Optional.)" if name in OPTIONAL else "")
     recs = example_set.records
     kind = "question/answer" if all(r.is_qa for r in recs) else (
         "raw text" if not any(r.is_qa for r in recs) else "mixed")
@@ -110,12 +114,15 @@ class DataPanel:
         upload.__name__ = f"upload_{which}"
         return upload
 
-    @friendly
-    def clear_holdout(self, request: gr.Request):
-        s = session_of(self.store, request)
-        with s.action("data change"):
-            s.clear_data("holdout")
-        return self._outputs(s, ("holdout",))
+    def clear_event(self, which: str):
+        @friendly
+        def clear(request: gr.Request):
+            s = session_of(self.store, request)
+            with s.action("data change"):
+                s.clear_data(which)
+            return self._outputs(s, (which,))
+        clear.__name__ = f"clear_{which}"
+        return clear
 
     @friendly
     def show(self, request: gr.Request):
@@ -141,14 +148,14 @@ class DataPanel:
                     text = gr.Textbox(lines=6, placeholder=PASTE_HINT, label=f"Paste {n} examples")
                     with gr.Row():
                         paste_btn = gr.Button(f"Use pasted text as the {n} set")
-                        if n == "holdout":
-                            clear_btn = gr.Button("Remove the holdout set")
+                        if n in OPTIONAL:
+                            clear_btn = gr.Button(f"Remove the {n} set")
                     upload = gr.File(label=f"Upload a {n} file", file_types=[".txt", ".jsonl", ".json", ".csv",
                                                                               ".tsv", ".parquet"], type="filepath")
                 outs = [self.previews[n], self.infos[n]]
                 paste_btn.click(self.paste_event(n), text, outs, api_name=f"paste_{n}", show_progress_on=paste_btn)
                 upload.upload(self.upload_event(n), upload, outs, api_name=f"upload_{n}", show_progress_on=upload)
-                if n == "holdout":
-                    clear_btn.click(self.clear_holdout, None, outs, api_name="clear_holdout")
+                if n in OPTIONAL:
+                    clear_btn.click(self.clear_event(n), None, outs, api_name=f"clear_{n}")
         self.all_outputs = [c for n in S.SET_NAMES for c in (self.previews[n], self.infos[n])]
         self.example_btn.click(self.use_example, self.example, self.all_outputs, api_name="use_example")

@@ -4,7 +4,7 @@ import gradio as gr
 
 from grin_ui import plots
 from grin_ui import session as S
-from grin_ui.config import SCOPES, MaskConfig, ScoreConfig
+from grin_ui.config import SCOPES, MaskConfig, RunConfig
 from grin_ui.ui.common import explain, fmt, friendly, notices, reporter, session_of
 
 INTRO = """**Step 4 — the influence map.** For every weight, GRIN compares how much it matters to the data to
@@ -35,8 +35,8 @@ class InfluencePanel:
     def __init__(self, store: S.SessionStore):
         self.store = store
 
-    def _mask_cfg(self, sparsity_pct: float, scope: str) -> MaskConfig:
-        return MaskConfig(selector="grin", sparsity=float(sparsity_pct) / 100.0, scope=scope)
+    def _mask_cfg(self, sparsity_pct: float, scope: str) -> RunConfig:
+        return RunConfig(mask=MaskConfig(selector="grin", sparsity=float(sparsity_pct) / 100.0, scope=scope))
 
     def _mask_views(self, s: S.Session, mask, seconds=None):
         blocks, modules, values = mask.block_module_density()
@@ -66,7 +66,7 @@ class InfluencePanel:
         cfg = self._mask_cfg(sparsity_pct, scope)
         with s.action("scoring"):
             t0 = time.perf_counter()
-            scores = S.compute_scores(self.store, s, ScoreConfig(), progress=reporter(progress))
+            scores = S.compute_scores(self.store, s, progress=reporter(progress))
             took = time.perf_counter() - t0
             mask = S.update_mask(self.store, s, cfg)
         density, hist, top, summary = self._mask_views(s, mask)

@@ -1,7 +1,8 @@
-"""Step 8 — Report: the audit report (HTML and JSON with every number) and the unlearned weights."""
+"""Step 8 — Report: the audit report (HTML and JSON with every number), the unlearned weights, and the command
+that re-runs the session from the report."""
 
+import json
 import tempfile
-from pathlib import Path
 
 import gradio as gr
 
@@ -11,8 +12,15 @@ from grin_ui.ui.common import explain, friendly, reporter, session_of
 INTRO = """**Step 8 — the report.** Download an audit report of your session — the configuration and seed, the
 model and a hash of its weights, the data (sizes and hashes), the mask, every metric of the original and the
 unlearned model and of each quantization probe, recovery and survival, the loss history and the timings — as a
-self-contained **HTML** page and as **JSON**. The unlearned weights come as a **sparse delta** (safetensors:
-the indices, original and new values of every changed weight), which restores exactly onto the original model."""
+self-contained **HTML** page and as **JSON** (it follows the versioned schema `grin_ui/report.schema.json`; the CLI
+writes the same). The unlearned weights come as a **sparse delta** (safetensors: the indices, original and new values
+of every changed weight), which restores exactly onto the original model. Your data sets come along as JSON lines, so
+that the command below re-runs the whole session from the downloaded folder, with the same seed and settings."""
+
+
+def rerun_markdown(command: str) -> str:
+    return ("**Re-run this session** from a folder holding the downloaded files (`grin-ui report --from "
+            "report.json` re-renders the HTML):\n\n```bash\n" + command + "\n```")
 
 
 class ReportPanel:
@@ -24,17 +32,19 @@ class ReportPanel:
         s = session_of(self.store, request)
         s.require("forget", "delta")
         with s.action("report"):
-            out = Path(tempfile.mkdtemp(prefix="grin-ui-report-"))
-            json_path, html_path = S.write_report(self.store, s, out, progress=reporter(progress))
-            delta_path = out / "delta.safetensors"
-            s.delta.save(delta_path)
-        return [str(html_path), str(json_path), str(delta_path)], html_path.read_text(encoding="utf-8")
+            out = tempfile.mkdtemp(prefix="grin-ui-report-")
+            paths = S.write_report(self.store, s, out, progress=reporter(progress))
+        rep_html = paths["report.html"].read_text(encoding="utf-8")
+        command = json.loads(paths["report.json"].read_text(encoding="utf-8"))["rerun"]
+        return [str(p) for p in paths.values()], rep_html, rerun_markdown(command)
 
     def build(self):
         explain(INTRO)
         self.export_btn = gr.Button("Build the report and the delta", variant="primary")
-        self.files = gr.File(label="Downloads: report.html, report.json, delta.safetensors", file_count="multiple",
-                             interactive=False)
+        self.files = gr.File(label="Downloads: report.html, report.json, delta.safetensors and the data sets",
+                             file_count="multiple", interactive=False)
+        self.command = gr.Markdown("*Build the report to see the command that re-runs this session.*",
+                                   label="Re-run command")
         with gr.Accordion("Report preview", open=False):
             self.preview = gr.HTML(label="Report preview")
-        self.export_btn.click(self.export, None, [self.files, self.preview], api_name="report")
+        self.export_btn.click(self.export, None, [self.files, self.preview, self.command], api_name="report")

@@ -8,14 +8,15 @@ from grin_ui.ui.common import explain, fmt, friendly, reporter, session_of
 INTRO = """**Step 3 — teach (optional).** Unlearning only makes sense for knowledge the model has. The
 *knowledge check* asks the model every forget and retain question and reports how often the reference answer
 appears in its greedy answer (the *answer hit rate*). For facts it does not know yet (e.g. fictitious authors),
-*teaching* fine-tunes it on forget ∪ retain until it reproduces the answers — like TOFU's fine-tuned target model.
+*teaching* fine-tunes it on forget ∪ retain ∪ neighbours until it reproduces the answers — like TOFU's fine-tuned
+target model (the neighbours are taught so that they are known; unlearning still never trains on them).
 Built-in *real-knowledge* facts are known already: skip teaching. Teaching trains a private copy and caches it on
 disk; the taught model then becomes your model for the next steps."""
 
 
 def knowledge_rows(ev: dict, limit: int = 40) -> list[list]:
     rows = []
-    for name in ("forget", "retain"):
+    for name in ("forget", "retain", "neighbours"):
         for e in (ev.get(name) or {}).get("examples", [])[:limit]:
             rows.append([name, e.get("question"), e.get("reference"), e.get("generation"), "hit" if e.get("hit") else "miss"])
     return rows
@@ -23,7 +24,7 @@ def knowledge_rows(ev: dict, limit: int = 40) -> list[list]:
 
 def knowledge_summary(ev: dict, title: str) -> str:
     parts = []
-    for name in ("forget", "retain", "holdout"):
+    for name in ("forget", "retain", "neighbours", "holdout"):
         if name in ev:
             parts.append(f"{name}: **{fmt(100 * ev[name]['answer_hit_rate'])} %** answered "
                          f"({ev[name]['n']} questions)")
@@ -65,7 +66,7 @@ class TeachPanel:
         explain(INTRO)
         with gr.Row():
             self.check_btn = gr.Button("Check what the model knows", variant="primary")
-            self.teach_btn = gr.Button("Teach the forget and retain sets")
+            self.teach_btn = gr.Button("Teach the forget, retain and neighbours sets")
         self.teach_note = gr.Markdown("*Not taught.*", label="Teaching status")
         self.checks = gr.Dataframe(headers=["epoch", "forget answered", "retain answered"],
                                    label="Knowledge checks while teaching", interactive=False)

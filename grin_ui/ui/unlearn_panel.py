@@ -1,7 +1,6 @@
 """Step 5 — Unlearn: masked unlearning with live loss curves, cancel, reset, and the baseline comparison."""
 
 import threading
-import time
 
 import gradio as gr
 
@@ -21,16 +20,17 @@ budget with other selections: no mask, a random mask, forget-only saliency, GRI 
 OBJECTIVE_HELP = {"npo": "NPO", "simnpo": "SimNPO", "grad_ascent": "gradient ascent", "grad_diff": "gradient difference",
                   "idk": "IDK (train a refusal)", "flat": "FLAT (forget data only)"}
 BASELINE_HEADERS = ["selection", "weights changed", "forget hit rate ↓", "forget ROUGE-L ↓", "retain hit rate ↑",
-                    "retain ROUGE-L ↑", "seconds"]
+                    "retain ROUGE-L ↑", "neighbours hit rate ↑", "neighbours ROUGE-L ↑", "seconds"]
 POLL_S = 0.5
 
 
-def run_config(objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed) -> RunConfig:
+def run_config(objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed,
+               stop=True) -> RunConfig:
     return RunConfig(
         mask=MaskConfig(selector=selector, sparsity=float(sparsity_pct) / 100.0, scope=scope),
         noise=NoiseConfig(scale=float(noise)),
         unlearn=UnlearnConfig(objective=objective, lr=float(lr), steps=int(steps), alpha=float(alpha),
-                              retain_loss=retain_loss),
+                              retain_loss=retain_loss, stop_when_forgotten=bool(stop)),
         seed=int(seed),
     )
 
@@ -45,6 +45,14 @@ def run_summary(res) -> str:
             f"({100 * m.density:.3g} % of {m.total:,} scored, selector *{m.selector}*, scope *{m.scope}*). ")
     if last:
         text += f"Final forget term {fmt(last.get('forget_loss'))}, retain loss {fmt(last.get('retain_loss'))}. "
+    st = getattr(res, "stopping", None)
+    if st:
+        if st.get("stopped_at"):
+            text += (f"Stopped when forgotten at step {st['stopped_at']} of a budget of {st['budget_steps']} "
+                     f"(forget answers at the level of the {st['reference']} reference, greedy answers gone). ")
+        else:
+            text += (f"Ran the whole budget of {st['budget_steps']} steps: the forget answers never reached the "
+                     f"{st['reference']} reference level — raise the steps or the learning rate. ")
     text += f"Timings: {t}. Go on to **Compare** to see what the model answers now."
     return text
 
@@ -52,10 +60,9 @@ def run_summary(res) -> str:
 def baseline_rows(out: dict) -> list[list]:
     rows = []
     for label, r in out.items():
-        f, rt = r.get("forget", {}), r.get("retain", {})
-        rows.append([label, f"{r['selected']:,}" if r.get("selected") else "—",
-                     fmt(f.get("answer_hit_rate")), fmt(f.get("rougeL_recall")),
-                     fmt(rt.get("answer_hit_rate")), fmt(rt.get("rougeL_recall")), fmt(r.get("seconds"), 2)])
+        cells = [fmt((r.get(n) or {}).get(m)) for n in ("forget", "retain", "neighbours")
+                 for m in ("answer_hit_rate", "rougeL_recall")]
+        rows.append([label, f"{r['selected']:,}" if r.get("selected") else "—", *cells, fmt(r.get("seconds"), 2)])
     return rows
 
 
@@ -66,11 +73,11 @@ class UnlearnPanel:
     # ------------------------------------------------------------------ events
 
     @friendly
-    def run(self, objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed,
+    def run(self, objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed, stop,
             request: gr.Request, progress=gr.Progress()):
         """Generator: yields (loss curves, status) while the run goes on in a worker thread."""
         s = session_of(self.store, request)
-        cfg = run_config(objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed)
+        cfg = run_config(objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed, stop)
         live: list[dict] = []
         state = {"msg": "starting", "frac": 0.0, "result": None, "error": None}
 
@@ -126,15 +133,16 @@ class UnlearnPanel:
         return plots.loss_curves([]), msg
 
     @friendly
-    def compare_baselines(self, objective, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed,
+    def compare_baselines(self, objective, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed, stop,
                           request: gr.Request, progress=gr.Progress()):
         s = session_of(self.store, request)
-        cfg = run_config(objective, "grin", sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed)
+        cfg = run_config(objective, "grin", sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed, stop)
         with s.action("baseline comparison"):
             out = S.baselines(self.store, s, cfg, progress=reporter(progress))
         notices(s)
         states = {k: v for k, v in out.items()}
         fig = plots.metrics_bars(states, metrics=("answer_hit_rate", "rougeL_recall"),
+                                 sets=[n for n in ("forget", "retain", "neighbours") if n in out.get("original", {})],
                                  title="Same objective and budget, different weight selection")
         return baseline_rows(out), fig
 
@@ -153,10 +161,12 @@ class UnlearnPanel:
         with gr.Row():
             self.noise = gr.Number(value=d.noise.scale, minimum=0, label="Noise scale κ (× weight std; 0 = off)")
             self.lr = gr.Number(value=d.unlearn.lr, minimum=0, label="Learning rate")
-            self.steps = gr.Slider(1, 200, value=d.unlearn.steps, step=1, label="Steps")
+            self.steps = gr.Slider(1, 200, value=d.unlearn.steps, step=1, label="Steps (a budget when stopping)")
             self.alpha = gr.Number(value=d.unlearn.alpha, minimum=0, label="Retain weight α")
             self.retain_loss = gr.Radio(list(RETAIN_LOSSES), value=d.unlearn.retain_loss, label="Retain term")
             self.seed = gr.Number(value=d.seed, precision=0, label="Seed")
+            self.stop = gr.Checkbox(value=d.unlearn.stop_when_forgotten,
+                                    label="Stop when forgotten (at the level of never-known facts)")
         with gr.Row():
             self.run_btn = gr.Button("Run unlearning", variant="primary")
             self.cancel_btn = gr.Button("Cancel", variant="stop")
@@ -169,7 +179,7 @@ class UnlearnPanel:
             self.baseline_plot = gr.Plot(plots.empty_figure("Click “Compare with baselines”."),
                                          label="Baseline chart")
         knobs = [self.objective, self.selector, self.sparsity, self.scope, self.noise, self.lr, self.steps, self.alpha,
-                 self.retain_loss, self.seed]
+                 self.retain_loss, self.seed, self.stop]
         self.run_event = self.run_btn.click(self.run, knobs, [self.curves, self.status], api_name="unlearn")
         self.cancel_btn.click(self.cancel, None, self.status, api_name="cancel", concurrency_limit=None,
                               queue=False)

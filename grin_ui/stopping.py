@@ -1,0 +1,124 @@
+"""Stop when forgotten (SPEC §3.5): the unlearning steps are a budget, and a cheap check of the forget set every few
+steps ends the run once the forget answers are gone — at the level of facts the model never knew, not far below it.
+
+    check = ForgetCheck.build(tokenizer, forget, holdout, cfg)          # before training
+    m = check(model, step)        # {"step", "forget_nll", "reference_nll", "level_reached", ["hit_rate"], "stop"}
+
+The check measures, with the model as it is at that step, the mean over forget examples of the per-token answer NLL
+(teacher-forced, one forward pass; with ``focus_fact`` only the tokens that carry the fact, e.g. the capital's name
+in "The capital of Cuba is Havana.", see grin_ui.data.fact_span) and compares it with a
+*reference level* (*our choice*, in this order of preference):
+
+- ``holdout``: the same quantity on the holdout set (facts of the same kind the model never knew; at most
+  ``MAX_REFERENCE`` of them, a fixed sample), measured at the same step. Reaching it means a LOSS membership-inference attack can no longer tell forget from holdout (AUC ≈ 0.5);
+  going far beyond it is over-unlearning (AUC → 0) and breaks fluency;
+- ``perturbed``: without a holdout set, the mean NLL of the forget examples' perturbed (wrong) answers — the true
+  answer is then no more likely than plausible wrong ones;
+- ``none``: neither exists; only the greedy confirmation below decides.
+
+The level counts as reached when forget NLL ≥ reference NLL − ``stop_margin``. Because the greedy answer can still
+name the fact when the *average* answer likelihood has fallen, a reached level is confirmed by generating the
+forget answers greedily (``stop_check_tokens`` new tokens): the run stops once the answer hit rate is ≤
+``stop_hit_rate``. Generation runs only at checks where the level is reached, so the check stays cheap — except for
+objectives that train an alternative answer (IDK, FLAT: the refusal replaces the answer while the fact's likelihood
+under teacher forcing may stay above the reference level), where every check generates and the run stops as soon as
+the greedy answers no longer give the fact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from grin_ui.config import UnlearnConfig
+from grin_ui.data import Record, encode
+from grin_ui.generation import generate_ids
+from grin_ui.tokens import pad_id
+from grin_ui.metrics import answer_hit
+
+REFERENCES = ("holdout", "perturbed", "none")
+
+
+MAX_REFERENCE = 16  # reference examples scored per check (a fixed sample: the check must stay cheap)
+
+
+def _sample(records: list[Record], n: int = MAX_REFERENCE) -> list[Record]:
+    """At most ``n`` records, an evenly spaced fixed sample (deterministic, no RNG)."""
+    if len(records) <= n:
+        return records
+    return [records[round(i * (len(records) - 1) / (n - 1))] for i in range(n)]
+
+
+def _mean_nll(model, items, pad: int, batch_size: int = 16) -> tuple[float, list[float]]:
+    from grin_ui.evaluate import score_items
+
+    stats = score_items(model, items, pad, batch_size)
+    vals = [s.nll for s in stats if s.n > 0]
+    return (sum(vals) / len(vals) if vals else float("nan")), vals
+
+
+@dataclass
+class ForgetCheck:
+    """The stop-when-forgotten check for one run (module docstring). Call it with the model at a step."""
+
+    tokenizer: object
+    forget: list[Record]
+    forget_items: list
+    reference: str  # holdout | perturbed | none
+    reference_items: list = field(default_factory=list)
+    margin: float = 0.0
+    hit_rate: float = 0.0
+    tokens: int = 24
+    greedy_always: bool = False  # confirm by generation at every check, not only once the level is reached
+    checks: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, tokenizer, forget: list[Record], holdout: list[Record] | None, cfg: UnlearnConfig,
+              max_tokens: int = 256) -> "ForgetCheck":
+        forget = [r for r in forget if r.is_qa] or list(forget)
+        focus = cfg.focus_fact
+        items = encode(forget, tokenizer, max_tokens, focus=focus).items
+        if holdout:
+            ref, ref_items = "holdout", encode(_sample(list(holdout)), tokenizer, max_tokens, focus=focus).items
+        else:
+            wrong = [Record(question=r.question, answer=a, perturbed_answers=[r.answer, *r.perturbed_answers])
+                     for r in forget if r.is_qa for a in r.perturbed_answers]
+            ref, ref_items = (("perturbed", encode(_sample(wrong), tokenizer, max_tokens, focus=focus).items)
+                              if wrong else ("none", []))
+        from grin_ui.objectives import USES_REFUSAL
+
+        return cls(tokenizer, forget, items, ref, ref_items, cfg.stop_margin, cfg.stop_hit_rate,
+                   cfg.stop_check_tokens, cfg.objective in USES_REFUSAL)
+
+    @torch.no_grad()
+    def __call__(self, model, step: int) -> dict:
+        was_training = model.training
+        model.eval()
+        try:
+            pad = pad_id(self.tokenizer)
+            f_nll, _ = _mean_nll(model, self.forget_items, pad)
+            r_nll = _mean_nll(model, self.reference_items, pad)[0] if self.reference_items else None
+            reached = r_nll is None or f_nll >= r_nll - self.margin
+            m = {"step": step, "forget_nll": f_nll, "reference_nll": r_nll, "level_reached": reached}
+            stop = False
+            if (reached or self.greedy_always) and all(r.is_qa for r in self.forget):
+                gens = generate_ids(model, self.tokenizer, [it.input_ids[: it.prompt_len] for it in self.forget_items],
+                                    self.tokens, 16)
+                rate = sum(answer_hit(g, r.answer, r.keywords) for g, r in zip(gens, self.forget)) / len(gens)
+                m["hit_rate"] = rate
+                stop = rate <= self.hit_rate
+            elif reached:
+                stop = r_nll is not None
+            m["stop"] = stop
+        finally:
+            model.train(was_training)
+        self.checks.append(m)
+        return m
+
+    def summary(self, stopped_at: int | None, budget: int, every: int) -> dict:
+        """What the report records: the rule, the reference, every check and where the run stopped."""
+        rule = "greedy answers gone" if self.greedy_always else "reference level reached, greedy answers gone"
+        return {"rule": f"stop when forgotten ({rule})", "reference": self.reference, "margin": self.margin,
+                "hit_rate_target": self.hit_rate, "check_every": every, "budget_steps": budget,
+                "stopped_at": stopped_at, "checks": list(self.checks)}

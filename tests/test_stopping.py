@@ -1,0 +1,82 @@
+"""Stop when forgotten (grin_ui.stopping) and the training text of unlearning (end-of-turn after kept answers)."""
+
+from dataclasses import replace
+
+
+from grin_ui.config import RunConfig, UnlearnConfig
+from grin_ui.data import encode, end_of_answer_ids, prompt_ids
+from grin_ui.evaluate import score_items
+from grin_ui.generation import generate_details
+from grin_ui.pipeline import unlearn_pipeline
+from grin_ui.tokens import pad_id
+from grin_ui.train import prepare_unlearn
+from tests.test_pipeline import TINY, hits
+
+
+def _cfg(**unlearn):
+    cfg = RunConfig(**TINY)
+    cfg.unlearn = replace(cfg.unlearn, **unlearn)
+    return cfg
+
+
+def _last_label(batch):
+    labels = batch["labels"]
+    return [int(row[row != -100][-1]) for row in labels]
+
+
+def test_retain_and_refusal_answers_end_with_end_of_turn(tiny_lm, tiny_sets):
+    tok = tiny_lm.tokenizer
+    end = end_of_answer_ids(tok)[-1]
+    data = prepare_unlearn(tiny_lm.model, tok, tiny_sets["forget"], tiny_sets["retain"],
+                           UnlearnConfig(objective="idk", batch_size=4))
+    assert data.retain and data.alt
+    assert all(t == end for b in data.retain for t in _last_label(b))
+    assert all(t == end for b in data.alt for t in _last_label(b))
+    # forget answers are pushed down on their own tokens only: no end-of-turn label
+    assert all(t != end for b in data.forget for t in _last_label(b))
+
+
+def test_kept_answers_still_end_after_unlearning(tiny_lm, tiny_sets):
+    res = unlearn_pipeline(tiny_lm, tiny_sets["forget"], tiny_sets["retain"], _cfg(stop_when_forgotten=False))
+    gens = generate_details(tiny_lm.model, tiny_lm.tokenizer,
+                            [prompt_ids(tiny_lm.tokenizer, r.question) for r in tiny_sets["retain"]], 24)
+    assert res.delta is not None
+    assert sum(g.finished for g in gens) >= 11  # measured: 12 of 12
+
+
+def test_stops_once_forgotten_and_records_the_checks(tiny_lm, tiny_sets):
+    forget, retain = tiny_sets["forget"], tiny_sets["retain"]
+    res = unlearn_pipeline(tiny_lm, forget, retain, _cfg(stop_when_forgotten=True, stop_check_every=2))
+    st = res.stopping
+    # no holdout: the reference level is the forget questions' perturbed (wrong) answers
+    assert st["reference"] == "perturbed" and st["budget_steps"] == 40
+    ran = res.stats["steps_run"]
+    assert st["stopped_at"] == ran < 40 and ran % 2 == 0  # measured: 14 of 40
+    assert res.delta.meta["steps"] == ran and len(res.history) == ran
+    checks = st["checks"]
+    assert [c["step"] for c in checks] == list(range(2, ran + 1, 2))
+    assert all(not c["stop"] for c in checks[:-1]) and checks[-1]["stop"]
+    last = checks[-1]
+    assert last["forget_nll"] >= last["reference_nll"] and last["hit_rate"] == 0.0
+    assert all(c["forget_nll"] < c["reference_nll"] for c in checks[:-1] if "hit_rate" not in c)
+    assert res.history[ran - 1]["check"] == last
+    # the model at the stopping step: forgotten, and its forget NLL (over the fact's tokens) is the one the last
+    # check measured
+    assert hits(tiny_lm, forget) == 0
+    stats = score_items(tiny_lm.model, encode(forget, tiny_lm.tokenizer, focus=True).items, pad_id(tiny_lm.tokenizer))
+    assert abs(sum(s.nll for s in stats) / len(stats) - last["forget_nll"]) < 1e-4
+
+
+def test_holdout_is_the_preferred_reference(tiny_lm, tiny_sets):
+    cfg = _cfg(stop_when_forgotten=True, steps=4, stop_check_every=2)
+    res = unlearn_pipeline(tiny_lm, tiny_sets["forget"], tiny_sets["retain"], cfg, holdout=tiny_sets["holdout"])
+    st = res.stopping
+    assert st["reference"] == "holdout" and [c["step"] for c in st["checks"]] == [2, 4]
+    # the holdout facts were never taught: their answers are far less likely than the forget answers after 4 steps
+    assert all(c["reference_nll"] > c["forget_nll"] + 1 for c in st["checks"]) and st["stopped_at"] is None
+    assert res.stats["steps_run"] == 4
+
+
+def test_rule_off_runs_the_whole_budget(tiny_lm, tiny_sets):
+    res = unlearn_pipeline(tiny_lm, tiny_sets["forget"], tiny_sets["retain"], _cfg(stop_when_forgotten=False, steps=6))
+    assert res.stopping is None and res.stats["steps_run"] == 6 and "check" not in res.history[-1]
