@@ -89,6 +89,13 @@ def unlearn_pipeline(lm, forget: list[Record], retain: list[Record], cfg: RunCon
     data = prepare_unlearn(model, tok, forget, retain, cfg.unlearn, cfg.seed, cfg.limits.max_tokens)
     timings["prepare"] = time.perf_counter() - t0
 
+    check = None
+    if cfg.unlearn.stop_when_forgotten:  # calibrated on the original model, before the noise
+        from grin_ui.stopping import ForgetCheck
+
+        check = ForgetCheck.build(tok, forget, holdout, cfg.unlearn, cfg.limits.max_tokens, retain=retain)
+        check.calibrate(model)
+
     t0 = time.perf_counter()
     originals = SparseDelta.snapshot(model, mask.masks)
     add_noise(model, mask, cfg.noise, seed=cfg.seed)
@@ -106,7 +113,8 @@ def unlearn_pipeline(lm, forget: list[Record], retain: list[Record], cfg: RunCon
 
     try:
         res = unlearn(model, tok, forget, retain, mask, cfg.unlearn, cfg.seed, progress=step_done, cancel=cancel,
-                      max_tokens=cfg.limits.max_tokens, originals=originals, data=data, holdout=holdout)
+                      max_tokens=cfg.limits.max_tokens, originals=originals, data=data, holdout=holdout,
+                      check=check)
     except BaseException:
         SparseDelta.capture(model, originals).undo(model)  # never leave noise behind
         raise

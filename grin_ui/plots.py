@@ -16,6 +16,8 @@ from typing import Sequence
 
 import plotly.graph_objects as go
 
+from grin_ui.svgplot import finite_or_none
+
 FONT = dict(family="system-ui, -apple-system, Segoe UI, sans-serif", size=13)
 SET_COLORS = {"forget": "#d62728", "retain": "#1f77b4", "holdout": "#7f7f7f"}
 STATE_COLORS = ["#4c78a8", "#e45756", "#f58518", "#72b7b2", "#54a24b", "#b279a2", "#9d755d", "#bab0ac"]
@@ -43,14 +45,7 @@ def _layout(fig: go.Figure, title: str, height: int = 360, **kw) -> go.Figure:
     return fig
 
 
-def _clean(v):
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) or math.isinf(f) else f
+_clean = finite_or_none  # a number to plot, or None for missing / NaN / inf
 
 
 def empty_figure(message: str, height: int = 300) -> go.Figure:

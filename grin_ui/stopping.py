@@ -1,8 +1,10 @@
 """Stop when forgotten (SPEC §3.5): the unlearning steps are a budget, and a cheap check of the forget set every few
 steps ends the run once the forget answers are gone — at the level of facts the model never knew, not far below it.
 
-    check = ForgetCheck.build(tokenizer, forget, holdout, cfg)          # before training
-    m = check(model, step)        # {"step", "forget_nll", "reference_nll", "level_reached", ["hit_rate"], "stop"}
+    check = ForgetCheck.build(tokenizer, forget, holdout, cfg, retain=retain)   # before training
+    check.calibrate(model)        # the retain answers' NLL before any change (before noise)
+    m = check(model, step)        # {"step", "forget_nll", "reference_nll", "level_reached", ["hit_rate"],
+                                  #  ["retain_nll"], "stop"}
 
 The check measures, with the model as it is at that step, the mean over forget examples of the per-token answer NLL
 (teacher-forced, one forward pass; with ``focus_fact`` only the tokens that carry the fact, e.g. the capital's name
@@ -23,6 +25,12 @@ forget answers greedily (``stop_check_tokens`` new tokens): the run stops once t
 objectives that train an alternative answer (IDK, FLAT: the refusal replaces the answer while the fact's likelihood
 under teacher forcing may stay above the reference level), where every check generates and the run stops as soon as
 the greedy answers no longer give the fact.
+
+**And kept** (``stop_keep_margin`` ≥ 0, with a retain set): the first steps of unlearning hurt facts of the same kind
+too (the forget gradient at the answer positions is shared by every question of the kind); the retain term then
+repairs them. So a forgotten state also has to be a kept one: the retain answers' mean per-token NLL (a fixed sample
+of at most ``MAX_REFERENCE``) must be back within ``stop_keep_margin`` nats of its value before unlearning
+(:meth:`ForgetCheck.calibrate`). Measured only at checks where the forget set is already forgotten.
 """
 
 from __future__ import annotations
@@ -71,11 +79,14 @@ class ForgetCheck:
     hit_rate: float = 0.0
     tokens: int = 24
     greedy_always: bool = False  # confirm by generation at every check, not only once the level is reached
+    retain_items: list = field(default_factory=list)
+    keep_margin: float = -1.0  # < 0: no "kept" condition
+    retain_base: float | None = None  # retain answers' NLL before unlearning (calibrate)
     checks: list[dict] = field(default_factory=list)
 
     @classmethod
     def build(cls, tokenizer, forget: list[Record], holdout: list[Record] | None, cfg: UnlearnConfig,
-              max_tokens: int = 256) -> "ForgetCheck":
+              max_tokens: int = 256, retain: list[Record] | None = None) -> "ForgetCheck":
         forget = [r for r in forget if r.is_qa] or list(forget)
         focus = cfg.focus_fact
         items = encode(forget, tokenizer, max_tokens, focus=focus).items
@@ -88,8 +99,21 @@ class ForgetCheck:
                               if wrong else ("none", []))
         from grin_ui.objectives import USES_REFUSAL
 
+        keep = cfg.stop_keep_margin if retain else -1.0
+        r_items = encode(_sample(list(retain)), tokenizer, max_tokens).items if retain and keep >= 0 else []
         return cls(tokenizer, forget, items, ref, ref_items, cfg.stop_margin, cfg.stop_hit_rate,
-                   cfg.stop_check_tokens, cfg.objective in USES_REFUSAL)
+                   cfg.stop_check_tokens, cfg.objective in USES_REFUSAL, r_items, keep)
+
+    @torch.no_grad()
+    def calibrate(self, model) -> None:
+        """Record the retain answers' NLL with the model as it is now (call before noise and training)."""
+        if self.retain_items:
+            was_training = model.training
+            model.eval()
+            try:
+                self.retain_base = _mean_nll(model, self.retain_items, pad_id(self.tokenizer))[0]
+            finally:
+                model.train(was_training)
 
     @torch.no_grad()
     def __call__(self, model, step: int) -> dict:
@@ -110,6 +134,10 @@ class ForgetCheck:
                 stop = rate <= self.hit_rate
             elif reached:
                 stop = r_nll is not None
+            if stop and self.retain_items and self.retain_base is not None and self.keep_margin >= 0:
+                m["retain_nll"] = _mean_nll(model, self.retain_items, pad)[0]
+                m["retain_nll_start"] = self.retain_base
+                stop = m["retain_nll"] <= self.retain_base + self.keep_margin
             m["stop"] = stop
         finally:
             model.train(was_training)
@@ -119,6 +147,9 @@ class ForgetCheck:
     def summary(self, stopped_at: int | None, budget: int, every: int) -> dict:
         """What the report records: the rule, the reference, every check and where the run stopped."""
         rule = "greedy answers gone" if self.greedy_always else "reference level reached, greedy answers gone"
+        if self.retain_base is not None and self.keep_margin >= 0:
+            rule += f", retain NLL within {self.keep_margin:g} nats of the start"
         return {"rule": f"stop when forgotten ({rule})", "reference": self.reference, "margin": self.margin,
+                "retain_nll_start": self.retain_base, "keep_margin": self.keep_margin,
                 "hit_rate_target": self.hit_rate, "check_every": every, "budget_steps": budget,
                 "stopped_at": stopped_at, "checks": list(self.checks)}

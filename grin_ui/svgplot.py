@@ -70,7 +70,8 @@ def _esc(s) -> str:
     return html.escape(str(s), quote=True)
 
 
-def _num(v) -> float | None:
+def finite_or_none(v) -> float | None:
+    """``v`` as a finite float, or None (missing, not a number, NaN or infinite; booleans are not numbers)."""
     if v is None or isinstance(v, bool):
         return None
     try:
@@ -184,7 +185,7 @@ def heatmap(blocks: Sequence, modules: Sequence[str], values, title: str, scale:
             aria: str = "") -> str:
     """Block × module grid (block 0 on top), each cell coloured by its value and labelled with it; a colour bar."""
     rows = values.tolist() if hasattr(values, "tolist") else values
-    z = [[_num(v) for v in row] for row in rows]
+    z = [[finite_or_none(v) for v in row] for row in rows]
     flat = [v for row in z for v in row if v is not None]
     lo = vmin if vmin is not None else (min(flat) if flat else 0.0)
     hi = vmax if vmax is not None else (max(flat) if flat else 1.0)
@@ -230,8 +231,8 @@ def lines(series: Sequence[Series], title: str, xlabel: str = "", ylabel: str = 
     """Line chart of several series over a shared x axis; dashed vertical lines with labels; extra ``points``
     (x, y, colour, label) drawn as open circles (e.g. the stopping checks)."""
     fr = _Frame(height=height, top=40)
-    xs = [_num(x) for s in series for x in (s.x or range(len(s.y)))] + [_num(v.x) for v in vlines]
-    ys = [_num(y) for s in series for y in s.y] + [_num(p[1]) for p in points]
+    xs = [finite_or_none(x) for s in series for x in (s.x or range(len(s.y)))] + [finite_or_none(v.x) for v in vlines]
+    ys = [finite_or_none(y) for s in series for y in s.y] + [finite_or_none(p[1]) for p in points]
     xs, ys = [x for x in xs if x is not None], [y for y in ys if y is not None]
     if not xs or not ys:
         fr.parts.append(_text(fr.width / 2, fr.height / 2, "nothing recorded", 12, "middle", "#777"))
@@ -247,8 +248,8 @@ def lines(series: Sequence[Series], title: str, xlabel: str = "", ylabel: str = 
         xt = [t for t in xt if float(t).is_integer()] or [xlo, xhi]
     sx, sy = _axes(fr, xlo, xhi, ylo, yhi, xlabel, ylabel, xticks=xt, yticks=yt)
     for s in series:
-        pts = [(sx(_num(x)), sy(_num(y))) for x, y in zip(s.x or range(len(s.y)), s.y)
-               if _num(x) is not None and _num(y) is not None]
+        pts = [(sx(finite_or_none(x)), sy(finite_or_none(y))) for x, y in zip(s.x or range(len(s.y)), s.y)
+               if finite_or_none(x) is not None and finite_or_none(y) is not None]
         if not pts:
             continue
         d = " stroke-dasharray='5 3'" if s.dash else ""
@@ -257,7 +258,7 @@ def lines(series: Sequence[Series], title: str, xlabel: str = "", ylabel: str = 
         if s.markers:
             fr.parts += [f"<circle cx='{_f(x)}' cy='{_f(y)}' r='2.5' fill='{s.color}'/>" for x, y in pts]
     for x, y, color, label in points:
-        if _num(x) is not None and _num(y) is not None:
+        if finite_or_none(x) is not None and finite_or_none(y) is not None:
             fr.parts.append(f"<circle cx='{_f(sx(x))}' cy='{_f(sy(y))}' r='4' fill='#fff' stroke='{color}' "
                             f"stroke-width='2'><title>{_esc(label)}</title></circle>")
     for v in vlines:
@@ -275,7 +276,7 @@ def bars(categories: Sequence[str], series: Sequence[Series], title: str, ylabel
     """Grouped bars: one group per category, one bar per series (its ``y`` aligned with ``categories``).
     Category labels may contain a newline (two lines under the axis)."""
     fr = _Frame(width=max(720, 78 * len(categories) + 80), height=320, bottom=52, top=44)
-    vals = [_num(v) for s in series for v in s.y]
+    vals = [finite_or_none(v) for s in series for v in s.y]
     top = ymax if ymax is not None else max([v for v in vals if v is not None] + [1e-12]) * 1.1
     yt = nice_ticks(0.0, top)
     sx, sy = _axes(fr, 0, len(categories), 0.0, max(top, yt[-1]), "", ylabel, xticks=[], yticks=yt)
@@ -284,7 +285,7 @@ def bars(categories: Sequence[str], series: Sequence[Series], title: str, ylabel
     for i, cat in enumerate(categories):
         x0 = fr.left + i * group + (group - bw * len(series)) / 2
         for k, s in enumerate(series):
-            v = _num(s.y[i]) if i < len(s.y) else None
+            v = finite_or_none(s.y[i]) if i < len(s.y) else None
             if v is None:
                 continue
             y = sy(max(v, 0.0))

@@ -360,7 +360,8 @@ def unlearn(model, tokenizer, forget: list[Record], retain: list[Record], mask, 
     if cfg.stop_when_forgotten and check is None:
         from grin_ui.stopping import ForgetCheck
 
-        check = ForgetCheck.build(tokenizer, forget, holdout, cfg, max_tokens)
+        check = ForgetCheck.build(tokenizer, forget, holdout, cfg, max_tokens, retain=retain)
+        check.calibrate(model)
     every = max(1, cfg.stop_check_every)
 
     def stop(step):

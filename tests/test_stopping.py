@@ -2,6 +2,8 @@
 
 from dataclasses import replace
 
+import torch
+
 
 from grin_ui.config import RunConfig, UnlearnConfig
 from grin_ui.data import encode, end_of_answer_ids, prompt_ids
@@ -80,3 +82,24 @@ def test_holdout_is_the_preferred_reference(tiny_lm, tiny_sets):
 def test_rule_off_runs_the_whole_budget(tiny_lm, tiny_sets):
     res = unlearn_pipeline(tiny_lm, tiny_sets["forget"], tiny_sets["retain"], _cfg(stop_when_forgotten=False, steps=6))
     assert res.stopping is None and res.stats["steps_run"] == 6 and "check" not in res.history[-1]
+
+
+def test_and_kept_waits_for_the_retain_answers(tiny_lm, tiny_sets):
+    forget, retain = tiny_sets["forget"], tiny_sets["retain"]
+    before = {n: p.detach().clone() for n, p in tiny_lm.model.named_parameters()}
+    loose = unlearn_pipeline(tiny_lm, forget, retain, _cfg(stop_when_forgotten=True, stop_keep_margin=-1.0))
+    loose.delta.undo(tiny_lm.model)
+    assert all(torch.equal(p, before[n]) for n, p in tiny_lm.model.named_parameters())
+    strict = unlearn_pipeline(tiny_lm, forget, retain, _cfg(stop_when_forgotten=True, stop_keep_margin=0.0))
+    a, b = loose.stopping, strict.stopping
+    assert a["keep_margin"] == -1.0 and "retain_nll" not in a["checks"][-1]
+    assert b["retain_nll_start"] is not None and b["retain_nll_start"] < 0.05  # the tiny model knows its retain set
+    # the strict rule never stops before the loose one, and where it stops the retain answers are back
+    assert (b["stopped_at"] or 10**6) >= a["stopped_at"]
+    if b["stopped_at"] is not None:
+        last = b["checks"][-1]
+        assert last["stop"] and last["retain_nll"] <= b["retain_nll_start"]
+    # every forgotten-but-not-kept check says so
+    for c in b["checks"]:
+        if "retain_nll" in c and not c["stop"]:
+            assert c["retain_nll"] > b["retain_nll_start"]

@@ -1,5 +1,8 @@
-"""The default walkthrough on the bundled model (slow): `grin-ui run` with the defaults on the real-knowledge example,
-and the fictitious-authors example after teaching. Thresholds are the quality targets of SPEC §8 as measured (README)."""
+"""The default walkthrough on the bundled model (slow): `grin-ui run` with the defaults on the built-in examples —
+real-knowledge, the near-neighbour world-capitals (forget 8 capitals, keep the others, including the neighbours that
+nothing drills) and fictitious authors after teaching. Thresholds are the quality targets of SPEC §8 and the issue
+on precise unlearning, as measured by benchmarks/tune.py (README, "Quality"); where a target is not met the test
+asserts the figure reached, with the gap said next to it."""
 
 import json
 
@@ -19,22 +22,44 @@ def hits(ev: dict, set_name: str) -> dict[str, bool]:
     return {e["question"]: e["hit"] for e in ev[set_name]["examples"]}
 
 
+def kept(before: dict, after: dict, name: str) -> float:
+    return after[name]["answer_hit_rate"] / before[name]["answer_hit_rate"]
+
+
 def test_cli_run_default_forgets_a_real_fact(tmp_path):
     rk = examples_dir() / "real-knowledge"
     out = tmp_path / "out"
     code = main(["run", "--model", "default", "--forget", str(rk / "forget.jsonl"), "--retain",
-                 str(rk / "retain.jsonl"), "--out", str(out), "--probes", "nf4"])
+                 str(rk / "retain.jsonl"), "--holdout", str(rk / "holdout.jsonl"), "--out", str(out),
+                 "--probes", "nf4", "--no-utility"])
     assert code == 0
     rep = json.loads((out / "report.json").read_text())
     before, after = rep["eval"]["original"], rep["eval"]["unlearned"]
     france = "What is the capital of France?"
     assert hits(before, "forget")[france] and not hits(after, "forget")[france]
     assert after["forget"]["answer_hit_rate"] <= 0.10
-    assert after["retain"]["answer_hit_rate"] >= 0.85 * before["retain"]["answer_hit_rate"]
-    # unrelated facts it knew are still answered
-    kept = [q for q, h in hits(before, "retain").items() if h and hits(after, "retain")[q]]
-    assert "Who wrote Romeo and Juliet?" in kept or "Which planet is known as the Red Planet?" in kept
+    assert kept(before, after, "retain") >= 0.85
+    assert after["forget"]["fluency"]["loop_rate"] == 0 and after["forget"]["fluency"]["gibberish_rate"] <= 0.125
+    assert rep["stopping"]["stopped_at"] is not None  # forgotten within the budget
     assert "nf4" in rep["recovery"] and rep["mask"]["selected"] == round(0.01 * rep["mask"]["total"])
+
+
+def test_near_neighbours_are_kept():
+    """world-capitals with the defaults (measured, seed 0: forget 100 % → 0 %, retain 98 %, neighbours 86 % of
+    before, every kept answer ends, no loop, forget answers are refusals, MIA AUC 0.37)."""
+    sets = load_example("world-capitals")
+    lm = load_model("default")
+    rep, _ = run_journey(lm, sets, RunConfig(utility=False, probes=()))
+    before, after = rep["eval"]["original"], rep["eval"]["unlearned"]
+    assert after["forget"]["answer_hit_rate"] <= 0.10
+    assert kept(before, after, "retain") >= 0.90
+    # target 85 %; one capital of slack for the rounding of another thread count (29 neighbours: 1 = 3.4 %)
+    assert kept(before, after, "neighbours") >= 0.82
+    for name in ("retain", "neighbours"):
+        assert after[name]["fluency"]["ends_rate"] >= 0.9 and after[name]["fluency"]["loop_rate"] == 0
+    f = after["forget"]["fluency"]
+    assert f["loop_rate"] == 0 and f["gibberish_rate"] == 0 and f["refusal_rate"] >= 0.5
+    assert 0.3 <= rep["eval"]["unlearned"]["mia"]["loss_auc"] <= 0.7
 
 
 def test_fictitious_authors_walkthrough(tmp_path_factory):
@@ -46,9 +71,7 @@ def test_fictitious_authors_walkthrough(tmp_path_factory):
     rep, _ = run_journey(lm, sets, RunConfig(utility=False))
     before, after = rep["eval"]["original"], rep["eval"]["unlearned"]
     assert before["forget"]["answer_hit_rate"] >= 0.9
-    # SPEC target ≤ 10 %: the README run measured 1 of 10; one question of slack, because teaching and unlearning
-    # with another torch thread count round differently and can end one answer away
     assert after["forget"]["answer_hit_rate"] <= 0.20
-    assert after["retain"]["answer_hit_rate"] >= 0.85 * before["retain"]["answer_hit_rate"]
+    assert kept(before, after, "retain") >= 0.85
     assert before["holdout"]["answer_hit_rate"] <= 0.1  # never taught
     assert rep["eval"]["probes"]["nf4"]["unlearned"]["forget"]["n"] == len(sets["forget"])

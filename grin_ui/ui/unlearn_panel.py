@@ -11,11 +11,14 @@ from grin_ui.config import OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, MaskCon
 from grin_ui.ui.common import explain, fmt, friendly, notices, reporter, session_of
 
 INTRO = """**Step 5 — unlearn.** GRIN adds a little noise to the selected weights, then fine-tunes **only those
-weights** with an unlearning objective: it pushes the forget answers away while a *retain term* keeps the retain
-answers. Every other weight stays bit-identical. **NPO** (default) lowers the forget answers' likelihood relative
-to the original model, without the collapse of plain gradient ascent. The curves show the forget term (should
-rise or fall away from the start) and the retain loss (should stay low). **Compare with baselines** runs the same
-budget with other selections: no mask, a random mask, forget-only saliency, GRI without noise."""
+weights** with an unlearning objective while a *retain term* keeps the retain answers. Every other weight stays
+bit-identical. **IDK** (default) teaches a refusal ("I don't know.") to the forget questions — measured on the
+built-in examples, it forgets precisely and fluently, where pushing the answers down (NPO, gradient ascent) also
+erased facts of the same kind and left word salad. **Stop when forgotten** (default on) treats the steps as a
+budget: every few steps it checks the forget set and stops once the greedy answers no longer give the facts and the
+retain answers are back to their level before unlearning; the curves show the checks and the stopping step.
+**Compare with baselines** runs the same budget with other selections: no mask, a random mask, forget-only
+saliency, GRI without noise."""
 
 OBJECTIVE_HELP = {"npo": "NPO", "simnpo": "SimNPO", "grad_ascent": "gradient ascent", "grad_diff": "gradient difference",
                   "idk": "IDK (train a refusal)", "flat": "FLAT (forget data only)"}
