@@ -169,7 +169,9 @@ def _fmt(vals, pct=True, ratio=None):
     vals = [v for v in vals if v is not None]
     if not vals:
         return "—"
-    f = (lambda v: f"{100 * v:.0f}") if pct else (lambda v: f"{v:.2f}" if isinstance(v, float) else f"{v}")
+    f = (lambda v: f"{100 * v:.0f}") if pct else (
+        lambda v: f"{v:.2f}" if isinstance(v, float) and not v.is_integer() else f"{int(v)}" if isinstance(v, float)
+        else f"{v}")
     med = statistics.median(vals)
     return f"{f(med)} ({f(min(vals))}–{f(max(vals))})" if len(vals) > 1 else f(med)
 
@@ -181,7 +183,7 @@ def table(path: Path) -> str:
         groups.setdefault((r["example"], r["setting"], tuple(r.get("extra") or [])), []).append(r)
     head = ("| example | setting | seeds | forget hit % | retain kept % | neighbours kept % | kept answers end % | "
             "kept loop % | forget loop % | forget gibberish % | MIA AUC | steps run |")
-    lines = [head, "|" + "---|" * head.count("|")[:-1] if False else "|" + "---|" * (head.count("|") - 1)]
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
 
     def kept(r, name):
         b = r.get(f"{name}_hit_before")
