@@ -1,11 +1,14 @@
 """The ``grin-ui`` command line (SPEC §10).
 
-    grin-ui serve [--host H] [--port P]
+    grin-ui serve [--host H] [--port P] [--trusted]   # a non-loopback host implies public mode
     grin-ui run --model M --forget F [--retain F] [--holdout F] [--neighbours F] --out DIR [...]
     grin-ui run ... --probes nf4,relearn [--relearn-steps N --relearn-lr LR --relearn-fraction P]
+    grin-ui run ... --split-by attribute --merge ties|average [--ties-keep K]   # split-unlearn-merge (SPUNGE)
+    grin-ui run ... --dynamics N                             # per-example log-probs every N steps (report.json)
     grin-ui run --config DIR/report.json --out DIR2          # re-run a recorded session
     grin-ui report --from DIR/report.json [--out DIR2]       # re-render report.html from the JSON
     grin-ui teach --model M --data F --out DIR
+    grin-ui recovery-demo [--example real-knowledge] [--kinds nf4,fp4,rtn4]   # full fine-tuning vs GRIN
 
 Exit status: 0 success, 2 bad input (one line on stderr), 1 internal failure.
 """
@@ -16,7 +19,7 @@ import argparse
 import os
 import sys
 
-from grin_ui.config import OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, RelearnConfig
+from grin_ui.config import MERGES, OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, GentleConfig, RelearnConfig
 from grin_ui.errors import GrinError
 
 SETS_HELP = {
@@ -30,7 +33,7 @@ SETS_HELP = {
 def _serve(args) -> int:
     from grin_ui.ui.app import launch
 
-    launch(host=args.host, port=args.port, model=args.model)
+    launch(host=args.host, port=args.port, model=args.model, trusted=args.trusted)
     return 0
 
 
@@ -78,6 +81,8 @@ OVERRIDES = (  # (section or None for the top level, field, argparse dest)
     ("unlearn", "alpha", "alpha"), ("unlearn", "retain_loss", "retain_loss"), (None, "seed", "seed"),
     ("relearn", "steps", "relearn_steps"), ("relearn", "lr", "relearn_lr"),
     ("relearn", "train_fraction", "relearn_fraction"),
+    ("spunge", "split_by", "split_by"), ("spunge", "merge", "merge"), ("spunge", "ties_keep", "ties_keep"),
+    ("unlearn", "dynamics_every", "dynamics"),
 )
 
 
@@ -103,6 +108,14 @@ def _config(args, recorded: dict | None = None):
         cfg.probes = tuple(dict.fromkeys(probes))
     if not 0 < cfg.mask.sparsity <= 1:
         raise GrinError(f"--sparsity must be in (0, 1], got {cfg.mask.sparsity}.")
+    if args.merge is not None and not cfg.spunge.split_by:
+        raise GrinError("--merge needs --split-by FIELD (split-unlearn-merge).")
+    if cfg.spunge.split_by is not None and cfg.spunge.split_by != "attribute":
+        raise GrinError(f"--split-by supports the record field 'attribute', got '{cfg.spunge.split_by}'.")
+    if not 0 < cfg.spunge.ties_keep <= 1:
+        raise GrinError(f"--ties-keep must be in (0, 1], got {cfg.spunge.ties_keep}.")
+    if cfg.unlearn.dynamics_every < 0:
+        raise GrinError(f"--dynamics must be ≥ 0 steps, got {cfg.unlearn.dynamics_every}.")
     if not 0 < cfg.relearn.train_fraction < 1:
         raise GrinError(f"--relearn-fraction must be between 0 and 1, got {cfg.relearn.train_fraction}.")
     if cfg.relearn.steps < 1 or cfg.relearn.lr <= 0:
@@ -153,6 +166,23 @@ def relearn_lines(report: dict) -> list[str]:
     if rl.get("reference_gain"):
         lines.append("relearning reference (the same steps on never-known facts): gain "
                      + ", ".join(f"{k} {pct(v)}" for k, v in rl["reference_gain"].items()))
+    return lines
+
+
+def spunge_dynamics_lines(report: dict) -> list[str]:
+    """What `grin-ui run` prints about a split-unlearn-merge run and the recorded dynamics (nothing when neither)."""
+    lines = []
+    sp = report.get("spunge")
+    if sp:
+        runs = ", ".join(f"{s['attribute']} ({s['n']} ex., {s['steps_run']} steps)" for s in sp["subsets"])
+        lines.append(f"split-unlearn-merge by {sp['split_by']}, {sp['merge']} merge: {runs}; "
+                     f"{sp['merged_changed']:,} weights changed by the merged delta")
+    dyn = (report.get("dynamics") or {}).get("summary")
+    if dyn:
+        f = lambda v: "—" if v is None else f"{v:.3g}"  # noqa: E731
+        lines.append(f"dynamics: forget at the holdout level at step {f(dyn['forget_step'])} (retain log-prob change "
+                     f"there {f(dyn['retain_change_at_forget'])} nats/token); selectivity area "
+                     f"{f(dyn['selectivity_area'])} nats/token")
     return lines
 
 
@@ -207,9 +237,41 @@ def _run(args) -> int:
             f"{k} {'—' if v is None else f'{v:.0f} %'}" for k, v in rec.items()))
     for line in relearn_lines(report):
         print(line)
+    for line in spunge_dynamics_lines(report):
+        print(line)
     mask = report["mask"]
     print(f"mask: {mask['selected']:,} of {mask['total']:,} weights; time {report['timings']['total']:.1f} s; "
           f"wrote {args.out}/report.json, report.html, delta.safetensors")
+    return 0
+
+
+def _recovery_demo(args) -> int:
+    import json
+    from pathlib import Path
+
+    from grin_ui import recovery_demo as rd
+    from grin_ui.data import load_file
+    from grin_ui.examples import SET_NAMES, load_example
+    from grin_ui.models import load_model
+
+    given = {n: getattr(args, n) for n in SET_NAMES if getattr(args, n, None)}
+    if given and "forget" not in given:
+        raise GrinError("Give the examples to forget with --forget FILE (or leave out every file for --example).")
+    sets = {n: load_file(p) for n, p in given.items()} if given else load_example(args.example)
+    sets = {n: list(s.records) for n, s in sets.items() if len(s)}
+    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in rd.PROBE_KINDS]
+    if unknown:
+        raise GrinError(f"Unknown quantization probe '{unknown[0]}'; choose from {', '.join(rd.PROBE_KINDS)}.")
+    arms = {rd.GENTLE: rd.gentle_config(args.gentle_objective, args.gentle_lr, args.gentle_steps, args.seed),
+            rd.GRIN: rd.grin_config(args.seed)}
+    lm = load_model(args.model, progress=_progress)
+    res = rd.compare(lm, sets, arms, kinds, progress=_progress)
+    print("\n".join(rd.table_lines(res)))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1))
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -235,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     s.add_argument("--model", default="default", help="model loaded at start: default, a hub id or a directory")
+    s.add_argument("--trusted", action="store_true",
+                   help="a non-loopback --host normally implies public mode (GRIN_UI_PUBLIC=1: local models only "
+                        "from GRIN_UI_MODEL_DIRS, safetensors weights only); --trusted turns that off")
     s.set_defaults(func=_serve)
 
     r = sub.add_parser("run", help="the whole journey headless: evaluate, GRIN unlearning, probes, report")
@@ -266,6 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--relearn-fraction", type=float,
                    help=f"relearning probe: share of the forget (and holdout) set relearned on; the rest is "
                         f"measured (default {rl.train_fraction:g})")
+    r.add_argument("--split-by", metavar="FIELD",
+                   help="split-unlearn-merge (SPUNGE): split the forget set by this record field (attribute), "
+                        "unlearn each subset separately from the same model, and merge the sparse deltas")
+    r.add_argument("--merge", choices=MERGES,
+                   help="how --split-by merges the subsets' deltas: average (mean change per weight) or ties (trim "
+                        "each to its largest changes, elect a sign per weight, average the agreeing ones; default)")
+    r.add_argument("--ties-keep", type=float,
+                   help="TIES merge: share of each delta's changed weights kept by the trim (default 0.2)")
+    r.add_argument("--dynamics", type=int, metavar="N",
+                   help="record every N steps each example's answer log-probability (forget, retain, neighbours, "
+                        "holdout) into report.json's dynamics block (default 0: off)")
     r.add_argument("--no-stop", action="store_true",
                    help="run every step of the budget instead of stopping once the forget set is forgotten (at the "
                         "level of the holdout set, or of the forget answers' wrong alternatives)")
@@ -274,6 +350,23 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--teach", action="store_true",
                    help="first teach the model forget + retain + neighbours (cached), for data it does not know yet")
     r.set_defaults(func=_run)
+
+    d = sub.add_parser("recovery-demo", help="does quantization undo unlearning? gentle full fine-tuning vs GRIN, "
+                       "both probed under NF4 / FP4 / RTN int4 (grin_ui.recovery_demo)")
+    d.add_argument("--model", default="default", help="default, a hub id or a directory")
+    d.add_argument("--example", default="real-knowledge", help="built-in example used when no file is given")
+    for name in ("forget", "retain", "holdout"):
+        d.add_argument(f"--{name}", metavar="FILE", help=SETS_HELP[name])
+    d.add_argument("--kinds", default="nf4,fp4,rtn4", help="quantization probes (default nf4,fp4,rtn4)")
+    g = GentleConfig()
+    d.add_argument("--gentle-objective", choices=OBJECTIVES, default=g.objective,
+                   help=f"objective of the full fine-tuning arm (default {g.objective})")
+    d.add_argument("--gentle-lr", type=float, default=g.lr, help=f"its learning rate (default {g.lr:g})")
+    d.add_argument("--gentle-steps", type=int, default=g.steps,
+                   help=f"its fixed number of steps, stop-when-forgotten off (default {g.steps})")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--out", help="write the full result as JSON here")
+    d.set_defaults(func=_recovery_demo)
 
     o = sub.add_parser("report", help="re-render report.html from a report.json (checked against the schema)")
     o.add_argument("--from", dest="source", required=True, metavar="REPORT", help="the report.json to render")

@@ -13,15 +13,21 @@ RETAIN_LOSSES = ("nll", "kl")
 SELECTORS = ("grin", "none", "random", "forget-saliency")
 SCOPES = ("global", "tensor", "row")
 NOISE_MODES = ("relative", "absolute")
+MERGES = ("average", "ties")  # SPUNGE delta merges (grin_ui.spunge)
 
 
 @dataclass
 class DataLimits:
-    """Limits on user data (SPEC §6)."""
+    """Limits on user data (SPEC §6), enforced while reading (grin_ui.readers): sizes count the uncompressed
+    content (a parquet file is refused from its metadata before its columns are decoded)."""
 
     max_file_bytes: int = 10 * 1024 * 1024  # per uploaded file
     max_examples: int = 2000  # per set
     max_tokens: int = 256  # per example; longer ones are truncated and counted in a warning
+    max_rows: int = 10_000  # records, rows or non-empty lines read from one file, before duplicates are dropped
+    max_field_chars: int = 65_536  # characters per field (question, answer, ...) or list item
+    max_list_items: int = 64  # items per list field (perturbed_answer, keywords)
+    max_fields: int = 64  # fields per record (columns of a table)
 
 
 @dataclass
@@ -35,6 +41,7 @@ class ScoreConfig:
     include_norms: bool = False  # opt-in: normalization weights
     include_biases: bool = False  # opt-in: biases
     focus_fact: bool = True  # forget gradient over the answer tokens that carry the fact (data.fact_span; our choice)
+    score_dtype: str = "auto"  # auto (bfloat16 for 16-bit weights on CUDA, else float32) | float32 | bfloat16
 
 
 @dataclass
@@ -77,6 +84,7 @@ class UnlearnConfig:
     stop_hit_rate: float = 0.0  # confirm: greedy forget answer hit rate at or below this
     stop_check_tokens: int = 24  # new tokens generated per forget answer for the confirmation
     stop_keep_margin: float = 0.1  # and kept: retain answers' NLL within this many nats of the start (< 0: off)
+    dynamics_every: int = 0  # record per-example answer log-probs every N steps (grin_ui.dynamics; 0: off)
 
 
 @dataclass
@@ -123,6 +131,26 @@ class RelearnConfig:
 
 
 @dataclass
+class SpungeConfig:
+    """Split–Unlearn–Merge (SPEC §3.7, grin_ui.spunge): unlearn each subset of the forget set separately, merge the
+    sparse deltas. ``split_by`` None: one unsplit run."""
+
+    split_by: str | None = None  # record field to split the forget set by ("attribute"); None: no split
+    merge: str = "ties"  # average | ties
+    ties_keep: float = 0.2  # TIES: share of each delta's changed entries kept by the trim (TIES paper's k = 20 %)
+
+
+@dataclass
+class GentleConfig:
+    """The full fine-tuning arm of the built-in comparison "Does quantization undo it?" (grin_ui.recovery_demo):
+    every weight trainable, no noise, a fixed number of steps (stop-when-forgotten off), a small learning rate."""
+
+    objective: str = "grad_diff"
+    lr: float = 1e-5
+    steps: int = 20
+
+
+@dataclass
 class RunConfig:
     """The whole journey: score -> mask -> noise -> unlearn -> evaluate -> probes."""
 
@@ -137,6 +165,7 @@ class RunConfig:
     probes: tuple[str, ...] = ("nf4",)  # run after unlearning: quantization kinds (PROBE_KINDS) and "relearn"
     utility: bool = True  # perplexity and multiple-choice accuracy for the original and unlearned model
     relearn: RelearnConfig = field(default_factory=RelearnConfig)  # "relearn" in probes runs it
+    spunge: SpungeConfig = field(default_factory=SpungeConfig)  # split_by set: SPUNGE instead of one run
 
     def to_dict(self) -> dict:
         return asdict(self)

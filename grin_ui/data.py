@@ -11,9 +11,7 @@ limit); parsing never touches state, so whatever the caller loaded before stays 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -23,9 +21,11 @@ import torch
 
 from grin_ui.config import DataLimits
 from grin_ui.errors import GrinError
+from grin_ui.readers import (PAIRS, check_line_count, check_row, check_text_size, json_rows, parquet_rows,
+                             read_text, table_rows)
 
 EXTENSIONS = (".txt", ".jsonl", ".json", ".csv", ".tsv", ".parquet")
-_ALIASES = (("question", "answer"), ("prompt", "completion"), ("input", "output"))
+_ALIASES = PAIRS
 PLAIN_PROMPT = "Question: {question}\nAnswer:"
 
 
@@ -98,10 +98,12 @@ def _clean(value) -> str | None:
     return text or None
 
 
-def record_from_dict(row: dict, where: str) -> Record | None:
-    """Build a Record from a mapping with question/answer (or an alias pair) or text; None if the row is empty."""
+def record_from_dict(row: dict, where: str, limits: DataLimits | None = None) -> Record | None:
+    """Build a Record from a mapping with question/answer (or an alias pair) or text; None if the row is empty.
+    The row is first held to ``limits`` (fields per record, characters per field, items per list)."""
     if not isinstance(row, dict):
         raise GrinError(f"{where}: expected an object with fields, got {type(row).__name__}.")
+    check_row(row, where, limits or DataLimits())
     for q_key, a_key in _ALIASES:
         if q_key in row or a_key in row:
             q, a = _clean(row.get(q_key)), _clean(row.get(a_key))
@@ -115,7 +117,8 @@ def record_from_dict(row: dict, where: str) -> Record | None:
         q = a = None
         if "text" not in row:
             raise GrinError(
-                f"{where}: no usable fields (found: {', '.join(map(str, row)) or 'none'}); need question+answer "
+                f"{where}: no usable fields (found: {', '.join(str(k)[:40] for k in row) or 'none'}); need "
+                "question+answer "
                 "(or prompt/completion, input/output) or text."
             )
         if _clean(row.get("text")) is None:
@@ -155,20 +158,11 @@ def _finalize(records: list[Record | None], source: str, limits: DataLimits, war
 # ---------------------------------------------------------------------------------------------- text formats
 
 
-def _parse_jsonl(text: str, source: str) -> list[Record | None]:
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise GrinError(f"{source}: invalid JSON on line {n}: {e.msg} (column {e.colno}).") from None
-        out.append(record_from_dict(row, f"{source}, line {n}"))
-    return out
+def _parse_jsonl(text: str, source: str, limits: DataLimits) -> list[Record | None]:
+    return [record_from_dict(row, where, limits) for where, row in json_rows(text, source, limits, lines=True)]
 
 
-def _parse_qa_blocks(text: str, source: str) -> list[Record | None]:
+def _parse_qa_blocks(text: str, source: str, limits: DataLimits) -> list[Record | None]:
     out, q, a, q_line = [], None, None, 0
     lines = text.splitlines()
 
@@ -177,7 +171,9 @@ def _parse_qa_blocks(text: str, source: str) -> list[Record | None]:
             return
         if q is None or a is None or not q.strip() or not a.strip():
             raise GrinError(f"{source}: the Q:/A: block starting on line {q_line} needs both a Q: and an A: line.")
+        check_row({"question": q, "answer": a}, f"{source}, the block starting on line {q_line}", limits)
         out.append(Record(question=q.strip(), answer=a.strip()))
+        check_line_count(len(out), source, limits, "Q:/A: blocks")
 
     for n, line in enumerate(lines, 1):
         s = line.strip()
@@ -201,83 +197,41 @@ def _parse_qa_blocks(text: str, source: str) -> list[Record | None]:
     return out
 
 
+def _parse_lines(text: str, source: str, limits: DataLimits) -> list[Record | None]:
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    check_line_count(len(lines), source, limits)
+    for n, line in lines:
+        check_row({"text": line}, f"{source}, line {n}", limits)
+    return [Record(text=line) for _, line in lines]
+
+
 def parse_text(text: str, limits: DataLimits | None = None, source: str = "the pasted text") -> ExampleSet:
     """Pasted text: JSON lines (first line starts with '{'), Q:/A: blocks, or one raw-text example per line."""
     limits = limits or DataLimits()
+    check_text_size(text or "", source, limits)
     text = (text or "").replace("\r\n", "\n").strip()
     if not text:
         raise GrinError(f"{source} is empty.")
     first = text.lstrip().splitlines()[0].strip()
     if first.startswith("{"):
-        records = _parse_jsonl(text, source)
+        records = _parse_jsonl(text, source, limits)
     elif first[:2].upper() == "Q:":
-        records = _parse_qa_blocks(text, source)
+        records = _parse_qa_blocks(text, source, limits)
     else:
-        records = [Record(text=line.strip()) for line in text.splitlines() if line.strip()]
+        records = _parse_lines(text, source, limits)
     return _finalize(records, source, limits, [])
 
 
-def _parse_json(text: str, source: str) -> list[Record | None]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise GrinError(f"{source}: invalid JSON on line {e.lineno}: {e.msg} (column {e.colno}).") from None
-    if isinstance(data, dict):
-        lists = [v for v in data.values() if isinstance(v, list)]
-        if len(lists) != 1:
-            raise GrinError(f"{source}: expected a list of records (or an object holding one list).")
-        data = lists[0]
-    if not isinstance(data, list):
-        raise GrinError(f"{source}: expected a list of records, got {type(data).__name__}.")
-    return [record_from_dict(row, f"{source}, record {i + 1}") for i, row in enumerate(data)]
-
-
-def _check_columns(columns: list[str], source: str) -> None:
-    cols = set(columns)
-    if "text" in cols or any(q in cols and a in cols for q, a in _ALIASES):
-        return
-    raise GrinError(
-        f"{source} has no usable columns (found: {', '.join(columns) or 'none'}); need question+answer "
-        "(or prompt/completion, input/output) or text."
-    )
-
-
-def _parse_table(text: str, source: str, delimiter: str) -> list[Record | None]:
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    _check_columns([c.strip() for c in reader.fieldnames or []], source)
-    out = []
-    for row in reader:
-        row = {(k or "").strip(): v for k, v in row.items()}
-        if "perturbed_answer" in row and row["perturbed_answer"] and row["perturbed_answer"].startswith("["):
-            try:
-                row["perturbed_answer"] = json.loads(row["perturbed_answer"])
-            except json.JSONDecodeError:
-                pass
-        if "keywords" in row and row["keywords"]:
-            row["keywords"] = [k.strip() for k in row["keywords"].split(";")]
-        out.append(record_from_dict(row, f"{source}, line {reader.line_num}"))
-    return out
-
-
-def _parse_parquet(path: Path, source: str) -> list[Record | None]:
-    import datasets
-
-    try:
-        ds = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
-    except Exception as e:  # pyarrow raises many types for a corrupt file
-        raise GrinError(f"{source} is not a readable parquet file: {str(e).splitlines()[0]}") from None
-    _check_columns(list(ds.column_names), source)
-    return [record_from_dict(row, f"{source}, row {i + 1}") for i, row in enumerate(ds)]
-
-
 def load_file(path: str | os.PathLike, limits: DataLimits | None = None, name: str | None = None) -> ExampleSet:
-    """Read an uploaded file. ``name`` is what messages call it (default: the file name)."""
+    """Read an uploaded file within ``limits`` (grin_ui.readers: uncompressed size, rows, fields per record,
+    characters per field, list lengths). ``name`` is what messages call it (default: the file name); messages
+    never show the server-side path."""
     limits = limits or DataLimits()
     path = Path(path)
     source = name or path.name
     ext = path.suffix.lower()
     if ext not in EXTENSIONS:
-        raise GrinError(f"{source}: unknown file type '{ext or '(none)'}'; use one of {', '.join(EXTENSIONS)}.")
+        raise GrinError(f"{source}: unknown file type '{ext[:20] or '(none)'}'; use one of {', '.join(EXTENSIONS)}.")
     if not path.is_file():
         raise GrinError(f"{source} does not exist.")
     size = path.stat().st_size
@@ -286,24 +240,16 @@ def load_file(path: str | os.PathLike, limits: DataLimits | None = None, name: s
             f"{source} is {size / 2**20:.1f} MB; the limit is {limits.max_file_bytes / 2**20:.0f} MB per file."
         )
     if ext == ".parquet":
-        return _finalize(_parse_parquet(path, source), source, limits, [])
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise GrinError(f"{source} is not UTF-8 text: invalid byte 0x{raw[e.start]:02x} on line {line}.") from None
-    if not text.strip():
-        raise GrinError(f"{source} is empty.")
-    if ext == ".txt":
-        return parse_text(text, limits, source)
-    parser = {
-        ".jsonl": lambda: _parse_jsonl(text, source),
-        ".json": lambda: _parse_json(text, source),
-        ".csv": lambda: _parse_table(text, source, ","),
-        ".tsv": lambda: _parse_table(text, source, "\t"),
-    }[ext]
-    return _finalize(parser(), source, limits, [])
+        rows = parquet_rows(path, source, limits)
+    else:
+        text = read_text(path, source, limits)
+        if ext == ".txt":
+            return parse_text(text, limits, source)
+        if ext in (".jsonl", ".json"):
+            rows = json_rows(text, source, limits, lines=ext == ".jsonl")
+        else:
+            rows = table_rows(text, source, limits, "," if ext == ".csv" else "\t")
+    return _finalize([record_from_dict(row, where, limits) for where, row in rows], source, limits, [])
 
 
 # ---------------------------------------------------------------------------------------------- tokenization

@@ -28,6 +28,7 @@ from grin_ui.examples import assets_dir
 from grin_ui.fluency import answer_nll, fluency_summary, gibberish_threshold, loops
 from grin_ui.generation import generate_details
 from grin_ui.objectives import label_logits
+from grin_ui.placement import input_device
 from grin_ui.tokens import pad_id
 
 MIA_ATTACKS = ("loss", "zlib", "mink", "minkpp")
@@ -85,7 +86,7 @@ def score_items(
     """Log-probs of every labelled token of every item, in input order. Items are sorted by length and scored in
     right-padded batches of ``batch_size``. ``with_distribution`` also returns μ_t, σ_t of the model's next-token
     log-prob distribution at each scored position (one extra [n_scored, vocab] pass, no extra forward)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
     out: list[SeqStats | None] = [None] * len(items)
     for start in range(0, len(order), batch_size):
@@ -262,7 +263,8 @@ def load_general_text() -> list[str]:
     """The built-in general-text sample: one passage per non-empty line of ``assets/utility/general.txt``."""
     path = utility_dir() / "general.txt"
     if not path.is_file():
-        raise GrinError(f"The built-in utility text is missing: {path} does not exist.")
+        raise GrinError("The built-in utility text (assets/utility/general.txt) is missing: reinstall grin-ui or set "
+                        "GRIN_UI_ASSETS.")
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
@@ -270,7 +272,8 @@ def load_multiple_choice() -> list[dict]:
     """The built-in multiple-choice set: ``assets/utility/multiple_choice.jsonl`` rows {question, choices, answer}."""
     path = utility_dir() / "multiple_choice.jsonl"
     if not path.is_file():
-        raise GrinError(f"The built-in multiple-choice set is missing: {path} does not exist.")
+        raise GrinError("The built-in multiple-choice set (assets/utility/multiple_choice.jsonl) is missing: "
+                        "reinstall grin-ui or set GRIN_UI_ASSETS.")
     rows = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -306,7 +309,7 @@ def choice_logprobs(model, tokenizer, rows: Sequence[dict], batch_size: int = 8)
     question and its KV cache shared by the choices (left-padded prompts, explicit position ids)."""
     from transformers.cache_utils import Cache
 
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad = pad_id(tokenizer)
     out: list[list[float]] = []
     for start in range(0, len(rows), batch_size):

@@ -17,8 +17,13 @@ SET_NAMES = ("forget", "retain", "holdout", "neighbours")
 
 
 def assets_dir() -> Path:
-    """``$GRIN_UI_ASSETS``, else the ``assets/`` folder next to the package (repository layout)."""
-    return Path(os.environ.get("GRIN_UI_ASSETS") or Path(__file__).resolve().parent.parent / "assets")
+    """``$GRIN_UI_ASSETS``, else ``grin_ui/assets`` (installed from a wheel: pyproject ships ``assets/`` there as
+    package data), else the ``assets/`` folder next to the package (repository layout)."""
+    if os.environ.get("GRIN_UI_ASSETS"):
+        return Path(os.environ["GRIN_UI_ASSETS"])
+    here = Path(__file__).resolve().parent
+    installed = here / "assets"
+    return installed if installed.is_dir() else here.parent / "assets"
 
 
 def examples_dir() -> Path:

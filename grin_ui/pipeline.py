@@ -37,16 +37,20 @@ class GrinResult:
     cancelled: bool = False
     stats: dict = field(default_factory=dict)
     stopping: dict | None = None  # the stop-when-forgotten checks and stopping step (grin_ui.stopping)
+    dynamics: dict | None = None  # per-example answer log-probs over the steps (grin_ui.dynamics), when recorded
+    spunge: dict | None = None  # split–unlearn–merge: the per-subset runs (grin_ui.spunge), when split
 
 
 def unlearn_pipeline(lm, forget: list[Record], retain: list[Record], cfg: RunConfig | None = None, progress=None,
                      cancel=None, scores: Scores | None = None, on_step=None,
-                    holdout: list[Record] | None = None) -> GrinResult:
+                    holdout: list[Record] | None = None, dynamics=None) -> GrinResult:
     """Run GRIN on ``lm`` (a :class:`grin_ui.models.LoadedModel`). ``scores``: reuse GRI scores already computed
     for this model and data (skips scoring). progress(stage, fraction, message), fraction in [0, 1] overall.
     on_step(step, steps, forget_term, retain_term): called after every training step (live loss curves).
     holdout: facts of the forget set's kind the model never knew — the level the stop-when-forgotten check stops at
-    (``cfg.unlearn.stop_when_forgotten``; see :mod:`grin_ui.stopping`)."""
+    (``cfg.unlearn.stop_when_forgotten``; see :mod:`grin_ui.stopping`). dynamics: a
+    :class:`grin_ui.dynamics.DynamicsRecorder` (default: built from forget, retain and holdout when
+    ``cfg.unlearn.dynamics_every`` > 0): step 0 before the noise, every few steps, and the last step run."""
     cfg = cfg or RunConfig()
     model, tok = lm.model, lm.tokenizer
     timings: dict[str, float] = {}
@@ -96,6 +100,14 @@ def unlearn_pipeline(lm, forget: list[Record], retain: list[Record], cfg: RunCon
         check = ForgetCheck.build(tok, forget, holdout, cfg.unlearn, cfg.limits.max_tokens, retain=retain)
         check.calibrate(model)
 
+    if dynamics is None and cfg.unlearn.dynamics_every > 0:
+        from grin_ui.dynamics import DynamicsRecorder
+
+        dynamics = DynamicsRecorder.build(tok, {"forget": forget, "retain": retain, "holdout": holdout or []},
+                                          cfg.unlearn.dynamics_every, cfg.limits.max_tokens)
+    if dynamics is not None:
+        dynamics.record(model, 0)  # the original model, before the noise
+
     t0 = time.perf_counter()
     originals = SparseDelta.snapshot(model, mask.masks)
     add_noise(model, mask, cfg.noise, seed=cfg.seed)
@@ -108,6 +120,8 @@ def unlearn_pipeline(lm, forget: list[Record], retain: list[Record], cfg: RunCon
     def step_done(step, n, f, r):
         tail = f"forget {f:.3f}" + (f", retain {r:.3f}" if r is not None else "")
         report("unlearn", step / max(1, n), f"step {step}/{n}: {tail}")
+        if dynamics is not None:
+            dynamics.maybe(model, step)
         if on_step:
             on_step(step, n, f, r)
 
@@ -122,6 +136,9 @@ def unlearn_pipeline(lm, forget: list[Record], retain: list[Record], cfg: RunCon
     if res.cancelled:
         return GrinResult(scores, mask, None, res.history, timings, True, res.stats, res.stopping)
     ran = res.stats.get("steps_run") or steps
+    if dynamics is not None:
+        dynamics.finish(model, ran)
     stop_note = f" (stopped when forgotten, budget {steps})" if res.stopping and res.stopping["stopped_at"] else ""
     report("unlearn", 1.0, f"done: {ran} steps{stop_note}")
-    return GrinResult(scores, mask, res.delta, res.history, timings, False, res.stats, res.stopping)
+    return GrinResult(scores, mask, res.delta, res.history, timings, False, res.stats, res.stopping,
+                      dynamics.result() if dynamics is not None else None)

@@ -40,6 +40,7 @@ from grin_ui.config import EvalConfig, RelearnConfig
 from grin_ui.data import Record, collate, encode
 from grin_ui.errors import GrinError
 from grin_ui.evaluate import evaluate_sets, sequence_stats
+from grin_ui.placement import input_device
 from grin_ui.quantize import RECOVERY_METRICS
 from grin_ui.train import Cancelled, is_cancelled, train_masked
 from grin_ui.tokens import pad_id
@@ -118,7 +119,7 @@ def _relearn_once(lm, records: list[Record], train_idx: list[int], eval_idx: lis
     pad = pad_id(tok)
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
     bs = min(cfg.batch_size, len(items))
-    device = next(model.parameters()).device
+    device = input_device(model)
     losses: list[float] = []
 
     def loss_fn(step: int):

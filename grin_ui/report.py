@@ -73,7 +73,8 @@ def _jsonable(x):
 def build_report(*, config: dict, model: dict, data: dict, mask: dict, eval: dict, recovery: dict, survival: dict,
                  history: list, timings: dict, stopping: dict | None = None, rerun: str = "",
                  notes: list[str] | None = None, relearn: dict | None = None,
-                 thresholds: Thresholds | None = None) -> dict:
+                 thresholds: Thresholds | None = None, dynamics: dict | None = None,
+                 spunge: dict | None = None) -> dict:
     """Assemble the report dict: the only place that fixes its top-level keys (see report.schema.json). Every
     value is made JSON-serializable (tensors to lists, NaN and infinities to null). The verdict
     (grin_ui.verdict.compute_verdict with ``thresholds``, default SPEC §8's targets) is computed from the finished
@@ -92,6 +93,8 @@ def build_report(*, config: dict, model: dict, data: dict, mask: dict, eval: dic
         "relearn": relearn,
         "history": history,
         "stopping": stopping,
+        "dynamics": dynamics,
+        "spunge": spunge,
         "timings": timings,
         "rerun": rerun,
         "versions": library_versions(),

@@ -299,6 +299,10 @@ def unlearning_section(rep: dict) -> str:
         body += "<h3>Loss history</h3>" + chunked_table(keys, [[h.get(k) for k in keys] for h in hist])
         body += "<ul class='defs'>" + "".join(f"<li><code>{esc(k)}</code>: {esc(define(k, 'history'))}</li>"
                                               for k in keys if define(k, "history")) + "</ul>"
+    from grin_ui.dynamics import html_section as dynamics_html
+    from grin_ui.spunge import html_section as spunge_html
+
+    body += spunge_html(rep.get("spunge")) + dynamics_html(rep.get("dynamics"))  # SPEC §3.7, §3.8 (when recorded)
     return body
 
 

@@ -28,7 +28,7 @@ from grin_ui.store import Session, SessionStore  # noqa: F401 - re-exported for 
 
 __all__ = ["SET_NAMES", "BaseModel", "ModelRegistry", "Session", "SessionStore", "normalize_spec", "load_data",
            "compute_scores", "update_mask", "unlearn", "evaluate", "ask", "baselines", "probe", "relearn", "report",
-           "write_report", "teach", "run_config_of"]
+           "write_report", "teach", "run_config_of", "recovery_demo"]
 
 
 def _say(progress):
@@ -245,6 +245,23 @@ def relearn(store: SessionStore, session: Session, progress=None) -> dict:
                                                                  cancel=session.cancel), progress=say)
     if session.delta is delta:
         session.relearn = out
+    return out
+
+
+def recovery_demo(store: SessionStore, session: Session, kinds=None, progress=None, arms=None) -> dict:
+    """The built-in comparison "Does quantization undo it? full fine-tuning vs GRIN" (grin_ui.recovery_demo) on the
+    session's data and model, under the model's lock: both arms (default ``recovery_demo.default_arms``) from the
+    original model with the same data and seed; the session's own unlearning is untouched. Kept in
+    ``session.recovery_demo`` until the data or the model change."""
+    from grin_ui import recovery_demo as rd
+
+    session.require("forget", "retain")
+    say = _say(progress)
+    sets, seed = _sets(session), run_config_of(session).seed
+    arms = arms or rd.default_arms(seed)
+    out = store.run_on_model(session, lambda lm: rd.compare(lm, sets, arms, tuple(kinds or rd.KINDS), progress=say,
+                                                            cancel=session.cancel), progress=say)
+    session.recovery_demo = out
     return out
 
 

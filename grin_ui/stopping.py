@@ -24,13 +24,19 @@ forget answers greedily (``stop_check_tokens`` new tokens): the run stops once t
 ``stop_hit_rate``. Generation runs only at checks where the level is reached, so the check stays cheap — except for
 objectives that train an alternative answer (IDK, FLAT: the refusal replaces the answer while the fact's likelihood
 under teacher forcing may stay above the reference level), where every check generates and the run stops as soon as
-the greedy answers no longer give the fact.
+the greedy answers no longer give the fact. (Also requiring the level for them was measured and not kept: on taught
+facts IDK did not reach it within 80 steps — membership-inference AUC 1.0 at the step-16 stop, 0.94 after all 80 —
+so the rule only made runs five times longer; README, "Quality".)
 
 **And kept** (``stop_keep_margin`` ≥ 0, with a retain set): the first steps of unlearning hurt facts of the same kind
 too (the forget gradient at the answer positions is shared by every question of the kind); the retain term then
 repairs them. So a forgotten state also has to be a kept one: the retain answers' mean per-token NLL (a fixed sample
 of at most ``MAX_REFERENCE``) must be back within ``stop_keep_margin`` nats of its value before unlearning
-(:meth:`ForgetCheck.calibrate`). Measured only at checks where the forget set is already forgotten.
+(:meth:`ForgetCheck.calibrate`), *and* their greedy answers must still give the fact: at most one more of the
+sampled retain answers lost than before unlearning (*our choice*). The NLL alone was measured to miss it: a refusal
+can take over a kept question's first token while its true answer stays nearly as likely under teacher forcing
+(world-capitals, seed 2: the NLL condition held at step 28 with 38 % of the retain answers turned into refusals).
+Measured only at checks where the forget set is already forgotten.
 """
 
 from __future__ import annotations
@@ -80,8 +86,10 @@ class ForgetCheck:
     tokens: int = 24
     greedy_always: bool = False  # confirm by generation at every check, not only once the level is reached
     retain_items: list = field(default_factory=list)
+    retain: list = field(default_factory=list)  # the retain records of retain_items (greedy confirmation)
     keep_margin: float = -1.0  # < 0: no "kept" condition
     retain_base: float | None = None  # retain answers' NLL before unlearning (calibrate)
+    retain_hits_base: int | None = None  # retain answers given greedily before unlearning (calibrate)
     checks: list[dict] = field(default_factory=list)
 
     @classmethod
@@ -100,9 +108,14 @@ class ForgetCheck:
         from grin_ui.objectives import USES_REFUSAL
 
         keep = cfg.stop_keep_margin if retain else -1.0
-        r_items = encode(_sample(list(retain)), tokenizer, max_tokens).items if retain and keep >= 0 else []
+        kept = [r for r in _sample(list(retain)) if r.is_qa] if retain and keep >= 0 else []
+        r_items = encode(kept, tokenizer, max_tokens).items if kept else []
         return cls(tokenizer, forget, items, ref, ref_items, cfg.stop_margin, cfg.stop_hit_rate,
-                   cfg.stop_check_tokens, cfg.objective in USES_REFUSAL, r_items, keep)
+                   cfg.stop_check_tokens, cfg.objective in USES_REFUSAL, r_items, kept, keep)
+
+    def _hits(self, model, records: list[Record], items) -> int:
+        gens = generate_ids(model, self.tokenizer, [it.input_ids[: it.prompt_len] for it in items], self.tokens, 16)
+        return sum(answer_hit(g, r.answer, r.keywords) for g, r in zip(gens, records))
 
     @torch.no_grad()
     def calibrate(self, model) -> None:
@@ -112,6 +125,7 @@ class ForgetCheck:
             model.eval()
             try:
                 self.retain_base = _mean_nll(model, self.retain_items, pad_id(self.tokenizer))[0]
+                self.retain_hits_base = self._hits(model, self.retain, self.retain_items)
             finally:
                 model.train(was_training)
 
@@ -127,9 +141,7 @@ class ForgetCheck:
             m = {"step": step, "forget_nll": f_nll, "reference_nll": r_nll, "level_reached": reached}
             stop = False
             if (reached or self.greedy_always) and all(r.is_qa for r in self.forget):
-                gens = generate_ids(model, self.tokenizer, [it.input_ids[: it.prompt_len] for it in self.forget_items],
-                                    self.tokens, 16)
-                rate = sum(answer_hit(g, r.answer, r.keywords) for g, r in zip(gens, self.forget)) / len(gens)
+                rate = self._hits(model, self.forget, self.forget_items) / len(self.forget_items)
                 m["hit_rate"] = rate
                 stop = rate <= self.hit_rate
             elif reached:
@@ -138,6 +150,10 @@ class ForgetCheck:
                 m["retain_nll"] = _mean_nll(model, self.retain_items, pad)[0]
                 m["retain_nll_start"] = self.retain_base
                 stop = m["retain_nll"] <= self.retain_base + self.keep_margin
+                if stop and self.retain_hits_base is not None:
+                    m["retain_hits"] = self._hits(model, self.retain, self.retain_items)
+                    m["retain_hits_start"] = self.retain_hits_base
+                    stop = m["retain_hits"] >= self.retain_hits_base - 1
             m["stop"] = stop
         finally:
             model.train(was_training)
@@ -148,8 +164,10 @@ class ForgetCheck:
         """What the report records: the rule, the reference, every check and where the run stopped."""
         rule = "greedy answers gone" if self.greedy_always else "reference level reached, greedy answers gone"
         if self.retain_base is not None and self.keep_margin >= 0:
-            rule += f", retain NLL within {self.keep_margin:g} nats of the start"
+            rule += (f", retain NLL within {self.keep_margin:g} nats of the start and at most one more retain answer "
+                     "lost")
         return {"rule": f"stop when forgotten ({rule})", "reference": self.reference, "margin": self.margin,
-                "retain_nll_start": self.retain_base, "keep_margin": self.keep_margin,
+                "retain_nll_start": self.retain_base, "retain_hits_start": self.retain_hits_base,
+                "retain_sample": len(self.retain_items), "keep_margin": self.keep_margin,
                 "hit_rate_target": self.hit_rate, "check_every": every, "budget_steps": budget,
                 "stopped_at": stopped_at, "checks": list(self.checks)}

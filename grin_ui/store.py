@@ -52,6 +52,7 @@ class Session:
     evals: dict[str, dict] = field(default_factory=dict)  # "original" / "unlearned" -> evaluate_sets output
     probes: dict[str, dict] = field(default_factory=dict)  # kind -> journey.probe output
     relearn: dict | None = None  # journey.relearn output (the relearning probe) for the current delta
+    recovery_demo: dict | None = None  # grin_ui.recovery_demo.compare output for the current model and data
     timings: dict[str, float] = field(default_factory=dict)  # seconds of steps done outside a run (scoring)
     teach: dict = field(default_factory=dict)  # knowledge checks and the taught model's directory
     notices: list[str] = field(default_factory=list)  # things the visitor should be told once
@@ -81,6 +82,7 @@ class Session:
         self.mask_settings = {}
         self.baselines = {}
         self.timings = {}
+        self.recovery_demo = None
         self.clear_evaluations()
         self.clear_unlearned()
 

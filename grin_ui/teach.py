@@ -22,6 +22,7 @@ from pathlib import Path
 
 from grin_ui.config import EvalConfig, TeachConfig
 from grin_ui.data import Record, collate, encode
+from grin_ui.diskcache import evict, taught_cache_bytes, touch
 from grin_ui.errors import GrinError
 from grin_ui.generation import generate
 from grin_ui.metrics import answer_hit
@@ -125,13 +126,16 @@ def teach_cached(lm: LoadedModel, forget: list[Record], retain: list[Record], cf
                  ) -> tuple[Path, TeachResult]:
     """Teach, or reuse the taught model cached under ``root`` (default ``<cache>/taught``). Returns the directory
     (it loads with load_model) and the result. ``lm.model`` is left unchanged when the cache is hit and taught in
-    place otherwise."""
+    place otherwise. The cache is bounded (``$GRIN_UI_TAUGHT_CACHE_GB``, grin_ui.diskcache): least recently used
+    entries are removed once it grows past the bound."""
     cfg = cfg or TeachConfig()
     root = Path(root or cache_dir() / "taught")
+    bound = taught_cache_bytes()  # read first: a bad setting is reported before the work
     target = root / cache_key(lm, forget, retain, cfg, retain_only)
     info = target / "teach.json"
     if info.is_file():
         data = json.loads(info.read_text())
+        touch(target)
         return target, TeachResult(**{**data, "cached": True})
     result = teach(lm, forget, retain, cfg, progress, cancel, retain_only)
     root.mkdir(parents=True, exist_ok=True)
@@ -143,4 +147,6 @@ def teach_cached(lm: LoadedModel, forget: list[Record], retain: list[Record], cf
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    touch(target)
+    evict(root, bound, keep=target)  # bounded: least recently used taught models go first
     return target, result

@@ -31,6 +31,7 @@ from grin_ui.delta import SparseDelta
 from grin_ui.errors import GrinError
 from grin_ui.objectives import (OBJECTIVES, REFUSALS, USES_FORGET_REFERENCE, USES_REFUSAL, USES_RETAIN, StepBatch,
                                 reference_sequence_logprobs, reference_topk)
+from grin_ui.placement import input_device
 from grin_ui.tokens import pad_id
 
 ADAM_BETAS = (0.9, 0.999)
@@ -305,7 +306,7 @@ def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record]
     if uses_retain and not retain:
         raise GrinError(f"The '{cfg.objective}' objective has a retain term (alpha={cfg.alpha}) but the retain set "
                         "is empty: add retain data, set alpha to 0, or pick grad_ascent or flat.")
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad = pad_id(tokenizer)
     forget = _shuffled(list(forget), seed)
     to_dev = lambda bs: [{k: v.to(device) for k, v in b.items()} for b in bs]  # noqa: E731

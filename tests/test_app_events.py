@@ -116,7 +116,7 @@ def test_scores_and_instant_mask_updates(app, journey):
 def test_unlearn_streams_curves_and_keeps_a_delta(app, journey):
     _, outs = journey
     s = app.store.get("journey")
-    final_fig, final_status = outs[-1]
+    final_fig, final_status, *_ = outs[-1]
     assert "**Done.**" in final_status
     assert s.delta is not None and s.delta.nnz == s.result.mask.selected
     curve = {t.name: t for t in final_fig.data}
@@ -313,3 +313,28 @@ def test_builtin_example_with_neighbours_fills_every_set(app):
     i = list(S.SET_NAMES).index("neighbours")
     assert len(out[2 * i]) == min(50, len(sets["neighbours"]))
     assert f"**{len(sets['neighbours'])} neighbours examples**" in out[2 * i + 1]
+
+
+def test_unlearn_tab_split_unlearn_merge_and_dynamics(app):
+    """The Unlearn tab's SPUNGE option and dynamics views: one row per subset run plus the merged delta, and the
+    per-example curves of the merged run's subsets."""
+    import dataclasses
+
+    r = req("spunge")
+    forget = [dataclasses.replace(x, attribute="born" if "born" in x.question else "writes") for x in tiny.FORGET]
+    for name, recs in (("forget", forget), ("retain", tiny.RETAIN), ("holdout", tiny.HOLDOUT)):
+        app.data_panel.paste_event(name)(jsonl(recs), r, quiet)
+    outs = list(app.unlearn_panel.run("npo", "grin", 10.0, "global", 0.1, 5e-3, 40, 1.0, "nll", 0, True, r, quiet,
+                                      True, "average", 0))
+    fig, status, rows, curves, trade, scatter, box = outs[-1]
+    assert "**Done.**" in status and box["visible"] is True
+    assert [row[0] for row in rows] == ["original", "run born", "run writes", "merged (average)"]
+    s = app.store.get("spunge")
+    assert s.result.spunge["merge"] == "average" and s.delta.changed() == rows[-1][4] > 0
+    outs = list(app.unlearn_panel.run("npo", "grin", 10.0, "global", 0.1, 5e-3, 8, 1.0, "nll", 0, False, r, quiet,
+                                      False, "ties", 4))
+    fig, status, rows, curves, trade, scatter, box = outs[-1]
+    assert rows == [] and "Dynamics:" in status
+    means = [t for t in curves.data if t.name and t.name.endswith("(mean)")]
+    assert [t.name for t in means] == ["forget (mean)", "retain (mean)", "holdout (mean)"]
+    assert list(means[0].x) == [0, 4, 8] and means[0].y[-1] < means[0].y[0]

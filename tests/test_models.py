@@ -94,9 +94,9 @@ def test_public_deployment_restricts_local_paths(tiny_dir, tmp_path, monkeypatch
     monkeypatch.setenv("GRIN_UI_PUBLIC", "1")
     monkeypatch.setenv("GRIN_UI_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("GRIN_UI_MODEL_DIRS", raising=False)
-    with pytest.raises(GrinError, match="outside the allowed directories"):
+    with pytest.raises(GrinError, match="outside the directories it allows models from"):
         load_model(tiny_dir)
-    with pytest.raises(GrinError, match="outside the allowed directories"):
+    with pytest.raises(GrinError, match="outside the directories it allows models from"):
         load_model(str(tmp_path / "cache" / ".." / ".." / "etc"))
     monkeypatch.setenv("GRIN_UI_MODEL_DIRS", str(__import__("pathlib").Path(tiny_dir).parent))
     assert load_model(tiny_dir).summary.layers == 2

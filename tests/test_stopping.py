@@ -96,9 +96,11 @@ def test_and_kept_waits_for_the_retain_answers(tiny_lm, tiny_sets):
     assert b["retain_nll_start"] is not None and b["retain_nll_start"] < 0.05  # the tiny model knows its retain set
     # the strict rule never stops before the loose one, and where it stops the retain answers are back
     assert (b["stopped_at"] or 10**6) >= a["stopped_at"]
+    # the greedy side of "kept": before unlearning the tiny model gives all 12 retain answers (a sample of ≤ 16)
+    assert b["retain_sample"] == len(retain) == 12 and b["retain_hits_start"] == 12
     if b["stopped_at"] is not None:
         last = b["checks"][-1]
-        assert last["stop"] and last["retain_nll"] <= b["retain_nll_start"]
+        assert last["stop"] and last["retain_nll"] <= b["retain_nll_start"] and last["retain_hits"] >= 11
     # every forgotten-but-not-kept check says so
     for c in b["checks"]:
         if "retain_nll" in c and not c["stop"]:

@@ -10,8 +10,10 @@ works on the shared base model under its lock).
 import gradio as gr
 
 from grin_ui import session as S
+from grin_ui.config import DataLimits
 from grin_ui.examples import assets_dir
 from grin_ui.models import DEFAULT_MODEL
+from grin_ui.security import allow_model_dir, enter_public_mode_if_exposed
 from grin_ui.ui.common import friendly, reporter, session_of
 from grin_ui.ui.compare_panel import ComparePanel
 from grin_ui.ui.data_panel import DataPanel
@@ -69,7 +71,8 @@ class App:
         return [rows, f"Loaded **{base.lm.summary.name}**."] + list(data_outputs)
 
     def build(self) -> gr.Blocks:
-        with gr.Blocks(title="grin-ui — machine unlearning audit") as demo:
+        # gradio's cache (uploads, served downloads): files older than an hour are removed every hour
+        with gr.Blocks(title="grin-ui — machine unlearning audit", delete_cache=(3600, 3600)) as demo:
             gr.Markdown(HEADER)
             with gr.Tabs(selected=0) as tabs:
                 panels = [self.model_panel, self.data_panel, self.teach_panel, self.influence_panel,
@@ -98,10 +101,17 @@ def build_app(model: str = DEFAULT_MODEL, store: S.SessionStore | None = None) -
 
 def launch_options() -> dict:
     """Keyword arguments for ``Blocks.launch`` that style the dashboard (gradio 6 takes css/theme at launch)."""
-    return {"css": css(), "theme": gr.themes.Soft(primary_hue="blue")}
+    return {"css": css(), "theme": gr.themes.Soft(primary_hue="blue"),
+            "max_file_size": DataLimits().max_file_bytes}  # uploads over the per-file limit never reach the disk
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, model: str = DEFAULT_MODEL) -> None:
+def launch(host: str = "127.0.0.1", port: int = 7860, model: str = DEFAULT_MODEL, trusted: bool = False) -> None:
+    """Serve the dashboard. A non-loopback ``host`` turns public mode on (GRIN_UI_PUBLIC=1: local models only from
+    the allowed directories, safetensors only) unless ``trusted``; the start-up ``model`` stays allowed."""
+    if enter_public_mode_if_exposed(host, trusted):
+        allow_model_dir(model)
+        print(f"grin-ui: public mode ({host} is reachable from other machines): models load only from safetensors "
+              "and from the allowed directories; start with --trusted to turn this off.", flush=True)
     store = S.SessionStore(default_model=model)
     store.models.get(model)  # load before serving so the first visitor does not wait
     demo = build_app(model, store)

@@ -8,6 +8,8 @@ import math
 import gradio as gr
 
 from grin_ui.errors import GrinError
+from grin_ui.models import is_public
+from grin_ui.security import scrub_paths
 from grin_ui.store import Session, SessionStore
 
 log = logging.getLogger("grin_ui.ui")
@@ -23,9 +25,11 @@ def _friendly(e: Exception) -> gr.Error:
     if isinstance(e, gr.Error):
         return e
     if isinstance(e, GrinError):
-        return gr.Error(str(e), title="Cannot do that", print_exception=False)
+        message = scrub_paths(str(e)) if is_public() else str(e)  # a public server never shows its paths
+        return gr.Error(message, title="Cannot do that", print_exception=False)
     log.exception("internal error in a dashboard action")
-    return gr.Error(f"Internal error ({type(e).__name__}: {e}). The model and your results are unchanged.",
+    return gr.Error(f"Internal error ({type(e).__name__}: {scrub_paths(str(e))}). The model and your results are "
+                    "unchanged.",
                     title="Internal error")
 
 

@@ -38,7 +38,9 @@ def default_example() -> str | None:
 
 
 def describe(name: str, example_set, counts: list[int] | None) -> str:
-    """One-paragraph summary of a set: size, kind, token counts and every warning."""
+    """One-paragraph summary of a set: size, kind, token counts, attributes and every warning."""
+    from grin_ui.spunge import attribute_counts
+
     if example_set is None:
         return f"*No {name} set.*" + (" (Optional.)" if name in OPTIONAL else "")
     recs = example_set.records
@@ -48,6 +50,11 @@ def describe(name: str, example_set, counts: list[int] | None) -> str:
     if counts:
         text += (f" Tokens per example: min {min(counts)}, mean {sum(counts) / len(counts):.0f}, max {max(counts)}"
                  f" (total {sum(counts):,}).")
+    attrs = attribute_counts(recs)
+    if any(k != "(none)" for k in attrs):  # the split the Unlearn tab's split–unlearn–merge option would make
+        text += " Attributes: " + ", ".join(f"{k} ({v})" for k, v in attrs.items()) + "."
+        if name == "forget" and len(attrs) > 1 and "(none)" not in attrs:
+            text += " The Unlearn tab can unlearn each attribute separately and merge (split–unlearn–merge)."
     for w in example_set.warnings:
         text += f"\n\n⚠️ {w}"
     return text

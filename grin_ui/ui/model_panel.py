@@ -31,6 +31,10 @@ class ModelPanel:
         status = f"Loaded **{base.lm.summary.name}**."
         if changed:
             status += " Scores, mask and unlearned weights of the previous model were cleared."
+        plan = base.lm.extra.get("memory_plan")
+        if plan is not None:  # grin_ui.memplan: needs per action from the config, vs the memory free at load
+            have = base.lm.extra.get("memory_available")
+            status += f"\n\nMemory plan — {plan.summary(have, base.lm.summary.device)}."
         return [list(r) for r in base.lm.summary.as_rows()], status
 
     @friendly

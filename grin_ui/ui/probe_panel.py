@@ -4,6 +4,7 @@ relearning probe: does it come back after a few fine-tuning steps on part of the
 import gradio as gr
 
 from grin_ui import plots
+from grin_ui import recovery_demo as RD
 from grin_ui import session as S
 from grin_ui.config import PROBE_KINDS, RelearnConfig
 from grin_ui.ui.common import explain, fmt, friendly, notices, reporter, session_of
@@ -162,6 +163,29 @@ def relearn_figure(rl: dict | None):
     return plots.recovery_bars(bars, title="Knowledge back after relearning (% of what unlearning removed)")
 
 
+DEMO_INTRO = f"""**Does quantization undo it? Full fine-tuning vs GRIN.** One click runs two unlearning runs from the
+original model on this session's forget / retain / holdout sets, with the same seed, and probes each under NF4, FP4
+and RTN int4: **full fine-tuning** — every weight trainable, {RD.GENTLE_OBJECTIVE}, lr {RD.GENTLE_LR:g}, a fixed
+{RD.GENTLE_STEPS} steps, no noise (small changes spread over all weights, the setting of Zhang et al.) — and **GRIN**
+with its defaults (large changes on 1 % of the weights). For each: how many changed weights move their quantization
+code, the median change relative to the bin width, and the recovery % of the forget metrics against the
+full-precision original. Your own unlearning (step 5) is not touched. It takes several minutes on a CPU.
+Measured on the bundled model (README, "Does quantization undo it?"): the full fine-tune's forgetting survives 4-bit
+quantization although under 1 % of its changed weights move their code (rounding keeps a dense update on average),
+while GRIN's default run, whose refusal only just outranks the answers, gets 0–38 % of its forget answers back: what
+decides recovery is how far past the threshold a run goes, not how many weights it changes."""
+
+
+def demo_summary(res: dict | None) -> str:
+    if not res:
+        return "*Click the button to run the comparison (needs a forget and a retain set).*"
+    return "\n".join(RD.table_lines(res)[: len(res["arms"])])
+
+
+def demo_views(res: dict | None):
+    return demo_summary(res), RD.table_rows(res) if res else []
+
+
 class ProbePanel:
     def __init__(self, store: S.SessionStore):
         self.store = store
@@ -203,6 +227,14 @@ class ProbePanel:
         return self._relearn_views(s)
 
     @friendly
+    def run_demo(self, request: gr.Request, progress=gr.Progress()):
+        s = session_of(self.store, request)
+        with s.action("quantization comparison"):
+            S.recovery_demo(self.store, s, progress=reporter(progress))
+        notices(s)
+        return demo_views(s.recovery_demo)
+
+    @friendly
     def cancel_relearn(self, request: gr.Request):
         s = session_of(self.store, request)
         if not s.busy.locked():
@@ -242,6 +274,13 @@ class ProbePanel:
             self.show_ratio, self.shown, self.ratio_plot, api_name="bin_ratio_histogram_after_probe")
         self.shown.input(self.show_survival, self.shown, self.survival, api_name="survival_map")
         self.shown.input(self.show_ratio, self.shown, self.ratio_plot, api_name="bin_ratio_histogram")
+        with gr.Accordion("Does quantization undo it? Full fine-tuning vs GRIN", open=False):
+            explain(DEMO_INTRO)
+            self.demo_btn = gr.Button("Does quantization undo it? Full fine-tuning vs GRIN", variant="primary")
+            self.demo_status = gr.Markdown(demo_summary(None), label="Comparison settings")
+            self.demo_table = gr.Dataframe(headers=RD.HEADERS, label="Full fine-tuning vs GRIN under quantization",
+                                           interactive=False)
+        self.demo_btn.click(self.run_demo, None, [self.demo_status, self.demo_table], api_name="recovery_demo")
         with gr.Accordion("Relearning probe", open=True):
             explain(RELEARN_INTRO)
             with gr.Row():

@@ -2,11 +2,11 @@
 that re-runs the session from the report."""
 
 import json
-import tempfile
 
 import gradio as gr
 
 from grin_ui import session as S
+from grin_ui.scratch import scratch_dir
 from grin_ui.ui.common import explain, friendly, reporter, session_of
 
 INTRO = """**Step 8 — the report.** Download an audit report of your session — the configuration and seed, the
@@ -32,7 +32,7 @@ class ReportPanel:
         s = session_of(self.store, request)
         s.require("forget", "delta")
         with s.action("report"):
-            out = tempfile.mkdtemp(prefix="grin-ui-report-")
+            out = str(scratch_dir(s.id, "report"))  # bounded; the previous export is removed
             paths = S.write_report(self.store, s, out, progress=reporter(progress))
         rep_html = paths["report.html"].read_text(encoding="utf-8")
         command = json.loads(paths["report.json"].read_text(encoding="utf-8"))["rerun"]

@@ -6,8 +6,9 @@ import gradio as gr
 
 from grin_ui import plots
 from grin_ui import session as S
-from grin_ui.config import OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, MaskConfig, NoiseConfig, RunConfig, \
-    UnlearnConfig
+from grin_ui.config import MERGES, OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, MaskConfig, NoiseConfig, \
+    RunConfig, SpungeConfig, UnlearnConfig
+from grin_ui.dynamics_plots import SPUNGE_HEADERS, dynamics_figures, dynamics_summary, spunge_rows
 from grin_ui.ui.common import explain, fmt, friendly, notices, reporter, session_of
 
 INTRO = """**Step 5 — unlearn.** GRIN adds a little noise to the selected weights, then fine-tunes **only those
@@ -28,13 +29,15 @@ POLL_S = 0.5
 
 
 def run_config(objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed,
-               stop=True) -> RunConfig:
+               stop=True, split=False, merge="ties", dynamics_every=0) -> RunConfig:
     return RunConfig(
         mask=MaskConfig(selector=selector, sparsity=float(sparsity_pct) / 100.0, scope=scope),
         noise=NoiseConfig(scale=float(noise)),
         unlearn=UnlearnConfig(objective=objective, lr=float(lr), steps=int(steps), alpha=float(alpha),
-                              retain_loss=retain_loss, stop_when_forgotten=bool(stop)),
+                              retain_loss=retain_loss, stop_when_forgotten=bool(stop),
+                              dynamics_every=int(dynamics_every or 0)),
         seed=int(seed),
+        spunge=SpungeConfig(split_by="attribute" if split else None, merge=merge),
     )
 
 
@@ -77,10 +80,12 @@ class UnlearnPanel:
 
     @friendly
     def run(self, objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed, stop,
-            request: gr.Request, progress=gr.Progress()):
-        """Generator: yields (loss curves, status) while the run goes on in a worker thread."""
+            request: gr.Request, progress=gr.Progress(), split=False, merge="ties", dynamics_every=0):
+        """Generator: yields (loss curves, status, then the SPUNGE table and dynamics views) while the run goes on
+        in a worker thread."""
         s = session_of(self.store, request)
-        cfg = run_config(objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed, stop)
+        cfg = run_config(objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed, stop,
+                         split, merge, dynamics_every)
         live: list[dict] = []
         state = {"msg": "starting", "frac": 0.0, "result": None, "error": None}
 
@@ -105,7 +110,8 @@ class UnlearnPanel:
                     progress(state["frac"], desc=state["msg"])
                     if len(live) != shown:
                         shown = len(live)
-                        yield plots.loss_curves(list(live), "Unlearning losses (live)"), f"*{state['msg']}*"
+                        yield (plots.loss_curves(list(live), "Unlearning losses (live)"), f"*{state['msg']}*",
+                               *([gr.update()] * 5))
             finally:
                 if worker.is_alive():  # the visitor went away: stop the run, which rolls the model back
                     s.cancel.set()
@@ -115,7 +121,9 @@ class UnlearnPanel:
         res = state["result"]
         notices(s)
         history = res.history if res.history else live
-        yield plots.loss_curves(history), run_summary(res)
+        summary = run_summary(res) + ("\n\n" + dynamics_summary(res.dynamics) if res.dynamics else "")
+        yield (plots.loss_curves(history), summary, spunge_rows(res.spunge), *dynamics_figures(res.dynamics),
+               gr.update(visible=bool(res.spunge or res.dynamics)))
 
     @friendly
     def cancel(self, request: gr.Request):
@@ -171,19 +179,36 @@ class UnlearnPanel:
             self.stop = gr.Checkbox(value=d.unlearn.stop_when_forgotten,
                                     label="Stop when forgotten (at the level of never-known facts)")
         with gr.Row():
+            self.split = gr.Checkbox(value=False, label="Split–unlearn–merge: unlearn each forget attribute "
+                                                        "separately, merge the deltas (needs an attribute column)")
+            self.merge = gr.Radio(list(MERGES), value=d.spunge.merge, label="Merge (SPUNGE)")
+            self.dynamics_every = gr.Number(value=0, minimum=0, precision=0,
+                                            label="Record dynamics every N steps (0 = off)")
+        with gr.Row():
             self.run_btn = gr.Button("Run unlearning", variant="primary")
             self.cancel_btn = gr.Button("Cancel", variant="stop")
             self.reset_btn = gr.Button("Reset to the original model")
             self.baseline_btn = gr.Button("Compare with baselines")
         self.status = gr.Markdown("*Not run yet.*", label="Unlearning status")
         self.curves = gr.Plot(plots.loss_curves([]), label="Loss curves")
+        with gr.Accordion("Split–unlearn–merge runs and unlearning dynamics", open=True,
+                          visible=False) as self.extra_box:
+            self.spunge_table = gr.Dataframe(headers=SPUNGE_HEADERS, label="Subset runs and the merged delta",
+                                             interactive=False)
+            empty = dynamics_figures(None)
+            self.dyn_curves = gr.Plot(empty[0], label="Per-example curves")
+            self.dyn_tradeoff = gr.Plot(empty[1], label="Trade-off curve")
+            self.dyn_scatter = gr.Plot(empty[2], label="Steps to forget vs memorization")
         with gr.Accordion("Baseline comparison (same objective and budget)", open=True):
             self.baseline_table = gr.Dataframe(headers=BASELINE_HEADERS, label="Baselines", interactive=False)
             self.baseline_plot = gr.Plot(plots.empty_figure("Click “Compare with baselines”."),
                                          label="Baseline chart")
         knobs = [self.objective, self.selector, self.sparsity, self.scope, self.noise, self.lr, self.steps, self.alpha,
                  self.retain_loss, self.seed, self.stop]
-        self.run_event = self.run_btn.click(self.run, knobs, [self.curves, self.status], api_name="unlearn")
+        self.run_event = self.run_btn.click(
+            self.run, knobs + [self.split, self.merge, self.dynamics_every],
+            [self.curves, self.status, self.spunge_table, self.dyn_curves, self.dyn_tradeoff, self.dyn_scatter,
+             self.extra_box], api_name="unlearn")
         self.cancel_btn.click(self.cancel, None, self.status, api_name="cancel", concurrency_limit=None,
                               queue=False)
         self.reset_btn.click(self.reset, None, [self.curves, self.status], api_name="reset")
