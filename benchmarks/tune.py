@@ -165,13 +165,11 @@ def run_example(example: str, settings: list[str], seeds: list[int], extra: list
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
 
-def _fmt(vals, pct=True, ratio=None):
+def _fmt(vals, pct=True, ints=False):
     vals = [v for v in vals if v is not None]
     if not vals:
         return "—"
-    f = (lambda v: f"{100 * v:.0f}") if pct else (
-        lambda v: f"{v:.2f}" if isinstance(v, float) and not v.is_integer() else f"{int(v)}" if isinstance(v, float)
-        else f"{v}")
+    f = (lambda v: f"{round(v)}") if ints else (lambda v: f"{100 * v:.0f}") if pct else (lambda v: f"{v:.2f}")
     med = statistics.median(vals)
     return f"{f(med)} ({f(min(vals))}–{f(max(vals))})" if len(vals) > 1 else f(med)
 
@@ -197,7 +195,7 @@ def table(path: Path) -> str:
             _fmt([kept(r, "neighbours") for r in rs]), _fmt([r["kept_ends"] for r in rs]),
             _fmt([r["kept_loops"] for r in rs]), _fmt([r["forget_loops"] for r in rs]),
             _fmt([r["forget_gibberish"] for r in rs]), _fmt([r["mia_auc"] for r in rs], pct=False),
-            _fmt([r["steps_run"] for r in rs], pct=False)]) + " |")
+            _fmt([r["steps_run"] for r in rs], pct=False, ints=True)]) + " |")
     return "\n".join(lines)
 
 

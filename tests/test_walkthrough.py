@@ -47,21 +47,22 @@ def test_cli_run_default_forgets_a_real_fact(tmp_path):
 def test_near_neighbours_are_kept():
     """world-capitals with the defaults. Measured (benchmarks/tune.py, one thread): seed 0 — forget 100 % → 0 %,
     retain 98 %, neighbours 86 % of before, MIA AUC 0.37, stopped at step 56; seed 1 — forget 0 %, retain 95 %,
-    neighbours 61 %, AUC 0.40, step 68; every kept answer ends, no loop, forget answers are refusals. The neighbours
-    target (≥ 85 %) is met at seed 0 only: this test asserts what every measured seed reached, with the gap said
-    here and in the README, so that a regression below it fails."""
+    neighbours 61 %, AUC 0.40, step 68; seed 2 — forget 0 %, retain 95 %, neighbours 79 %, AUC 0.41, step 64;
+    every kept answer ends, no loop, forget answers are refusals. The neighbours target (≥ 85 %) is met at seed 0
+    only (median 79 %): this test asserts what every measured seed reached, with the gap said here and in the
+    README, so that a regression below it fails."""
     sets = load_example("world-capitals")
     lm = load_model("default")
     rep, _ = run_journey(lm, sets, RunConfig(utility=False, probes=()))
     before, after = rep["eval"]["original"], rep["eval"]["unlearned"]
     assert after["forget"]["answer_hit_rate"] <= 0.10
     assert kept(before, after, "retain") >= 0.90
-    assert kept(before, after, "neighbours") >= 0.55  # target 0.85: reached 0.86 / 0.61 (seeds 0 / 1)
+    assert kept(before, after, "neighbours") >= 0.55  # target 0.85: reached 0.86 / 0.61 / 0.79 (seeds 0-2)
     for name in ("retain", "neighbours"):
         assert after[name]["fluency"]["ends_rate"] >= 0.9 and after[name]["fluency"]["loop_rate"] == 0
     f = after["forget"]["fluency"]
     assert f["loop_rate"] == 0 and f["gibberish_rate"] == 0 and f["refusal_rate"] >= 0.5
-    assert 0.25 <= rep["eval"]["unlearned"]["mia"]["loss_auc"] <= 0.75  # target 0.3–0.7: measured 0.37 / 0.40
+    assert 0.25 <= rep["eval"]["unlearned"]["mia"]["loss_auc"] <= 0.75  # target 0.3–0.7: measured 0.37 / 0.40 / 0.41
 
 
 def test_fictitious_authors_walkthrough(tmp_path_factory):
