@@ -77,7 +77,9 @@ def table(headers: list[str], rows: list[list], cls: str = "", raw: bool = False
 
 
 def chunked_table(headers: list[str], rows: list[list], per: int = 25) -> str:
-    """A long table of short rows as several side-by-side tables of at most ``per`` rows (each with the header)."""
+    """A long table of short rows as several side-by-side tables of at most ``per`` rows (each with the header).
+    Column names are shown with spaces so that a wide header can wrap on a printed page."""
+    headers = [h.replace("_", " ") for h in headers]
     if len(rows) <= per:
         return table(headers, rows, "compact")
     n = math.ceil(len(rows) / per)

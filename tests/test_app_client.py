@@ -62,7 +62,8 @@ def test_whole_journey(served):
     assert rows(top)[0][0].endswith(".weight")
     *_, summary5, _, _ = c.predict(5.0, "global", api_name="/update_mask")
     assert "(5 %" in summary5
-    curves, run_status = c.predict("npo", "grin", 1.0, "global", 0.1, 1e-3, 5, 1.0, "nll", 0, True, api_name="/unlearn")
+    curves, run_status, *_ = c.predict("npo", "grin", 1.0, "global", 0.1, 1e-3, 5, 1.0, "nll", 0, True,
+                                       api_name="/unlearn")
     assert "**Done.**" in run_status
     table, chart, generations = c.predict(False, api_name="/compare")
     assert any(r[:2] == ["forget", "answer hit rate"] for r in rows(table))
