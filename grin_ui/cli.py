@@ -1,6 +1,6 @@
 """The ``grin-ui`` command line (SPEC §10).
 
-    grin-ui serve [--host H] [--port P] [--trusted]   # a non-loopback host implies public mode
+    grin-ui serve [--host H] [--port P] [--trusted] [--memory-gb G]   # a non-loopback host implies public mode
     grin-ui run --model M --forget F [--retain F] [--holdout F] [--neighbours F] --out DIR [...]
     grin-ui run ... --probes nf4,relearn [--relearn-steps N --relearn-lr LR --relearn-fraction P]
     grin-ui run ... --split-by attribute --merge ties|average [--ties-keep K]   # split-unlearn-merge (SPUNGE)
@@ -33,7 +33,8 @@ SETS_HELP = {
 def _serve(args) -> int:
     from grin_ui.ui.app import launch
 
-    launch(host=args.host, port=args.port, model=args.model, trusted=args.trusted)
+    launch(host=args.host, port=args.port, model=args.model, trusted=args.trusted, memory_gb=args.memory_gb,
+           max_per_client=args.max_sessions_per_client)
     return 0
 
 
@@ -300,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trusted", action="store_true",
                    help="a non-loopback --host normally implies public mode (GRIN_UI_PUBLIC=1: local models only "
                         "from GRIN_UI_MODEL_DIRS, safetensors weights only); --trusted turns that off")
+    s.add_argument("--memory-gb", type=float, default=None,
+                   help="memory budget for models, visitors' results and running actions (default: "
+                        "$GRIN_UI_MEMORY_GB, else 80%% of the memory available at start)")
+    s.add_argument("--max-sessions-per-client", type=int, default=8,
+                   help="sessions one address may hold (default 8; raise it for a workshop behind one NAT address)")
     s.set_defaults(func=_serve)
 
     r = sub.add_parser("run", help="the whole journey headless: evaluate, GRIN unlearning, probes, report")

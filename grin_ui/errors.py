@@ -7,3 +7,7 @@ exit status 2. Bugs stay ordinary exceptions.
 
 class GrinError(Exception):
     """A problem caused by user input or the environment, with a message a person can act on."""
+
+
+class Cancelled(GrinError):
+    """The action was cancelled by its visitor; the model was restored to its state before the action."""

@@ -20,6 +20,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from grin_ui import cancel
 from grin_ui import metrics as M
 from grin_ui.config import EvalConfig
 from grin_ui.data import EncodedExample, Record, collate, encode, prompt_ids
@@ -90,6 +91,7 @@ def score_items(
     order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
     out: list[SeqStats | None] = [None] * len(items)
     for start in range(0, len(order), batch_size):
+        cancel.check()
         idx = order[start : start + batch_size]
         batch = collate([items[i] for i in idx], pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -313,6 +315,7 @@ def choice_logprobs(model, tokenizer, rows: Sequence[dict], batch_size: int = 8)
     pad = pad_id(tokenizer)
     out: list[list[float]] = []
     for start in range(0, len(rows), batch_size):
+        cancel.check()
         chunk = rows[start : start + batch_size]
         prompts = [prompt_ids(tokenizer, row["question"]) for row in chunk]
         choices = [[_choice_ids(tokenizer, str(c)) for c in row["choices"]] for row in chunk]

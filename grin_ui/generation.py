@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from grin_ui import cancel
 
 from grin_ui.data import end_of_answer_ids, prompt_ids
 from grin_ui.placement import input_device
@@ -39,6 +42,14 @@ def stop_ids(model, tokenizer) -> set[int]:
     return ids
 
 
+class _CancelCheck(StoppingCriteria):
+    """Checks the current action's cancel flag at every generated token (grin_ui.cancel)."""
+
+    def __call__(self, input_ids, scores, **kwargs):
+        cancel.check()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
 @torch.inference_mode()
 def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 64,
                      batch_size: int = 16) -> list[Generation]:
@@ -52,6 +63,7 @@ def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens:
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[Generation | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
+        cancel.check()
         idx = order[start : start + batch_size]
         width = max(len(prompts[i]) for i in idx)
         ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
@@ -68,6 +80,7 @@ def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens:
             temperature=None,
             top_p=None,
             top_k=None,
+            stopping_criteria=StoppingCriteriaList([_CancelCheck()]),
         )
         for row, i in enumerate(idx):
             new = gen[row, width:].tolist()

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from grin_ui import cancel
 from grin_ui.config import ScoreConfig
 from grin_ui.data import Record, batches, encode
 from grin_ui.errors import GrinError
@@ -287,6 +288,7 @@ def block_module_grid(values: dict[str, float]) -> tuple[list[int], list[str], l
 def _accumulate_grads(model, items, batch_size: int, pad_id: int, progress, done: int, total: int, label: str):
     device = input_device(model)
     for batch in batches(items, batch_size, pad_id):
+        cancel.check()
         batch = {k: v.to(device) for k, v in batch.items()}
         if (batch["labels"] != -100).any():
             nll(model, batch).backward()  # mean NLL over the label tokens, logits only where needed

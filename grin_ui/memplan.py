@@ -20,6 +20,7 @@ width, kv the key/value width, I the MLP width, V the vocabulary:
                    binning transient)
     unlearning   = W + 2·S·s (scores kept by the session) + S (bool masks) + S·b (.grad of the trainable tensors)
                    + k·(4·3 + 8 + b + 8) (fp32 m, v, master; flat indices; delta snapshot) + act(2·batch·seq)
+    evaluation   = W + act_eval (generation and log-probabilities, no backward; not in ACTIONS' summary)
     probes       = W + W (one quantized copy, dequantized in the weights' dtype) + 2·S·s + act_eval
                    act_eval = act(batch·seq) / L · 2 + tokens·V·4·2 (no backward: about two layers live)
     teaching     = W · 3 (weights, .grad, rollback copy) + 2·N·b (AdamW m, v in the weights' dtype) + act(batch·seq)
@@ -144,6 +145,14 @@ class MemoryPlan:
     def need(self, action: str) -> int:
         return self.needs[action]
 
+    def transient(self, action: str) -> int:
+        """What ``action`` needs beyond the loaded weights and the scores a session keeps (both held anyway); for
+        teaching everything, since it trains a copy of the model."""
+        t = self.terms[action]
+        if action == "teaching":
+            return self.needs[action]
+        return int(sum(v for k, v in t.items() if k not in ("weights", "scores kept")))
+
     def fits(self, action: str, available: int) -> bool:
         return self.needs[action] <= available
 
@@ -217,6 +226,7 @@ def plan_memory(config, dtype: torch.dtype = torch.float32, *, name: str = "", d
                    "activations": activation_bytes(sh, run.eval.batch_size * seq, b, backward=False)},
         "teaching": {"weights": W, "grads": W, "rollback copy": W, "AdamW state": 2 * N * b,
                      "activations": activation_bytes(sh, teach_batch * seq, b)},
+        "evaluation": {"weights": W, "activations": activation_bytes(sh, run.eval.batch_size * seq, b, backward=False)},
     }
     needs = {a: int(sum(t.values())) for a, t in terms.items()}
     return MemoryPlan(name or getattr(config, "_name_or_path", "") or type(config).__name__, sh, dtype, sd,

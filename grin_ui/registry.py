@@ -34,6 +34,12 @@ class BaseModel:
     lm: LoadedModel
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
+    shapes: object = None  # grin_ui.memplan.Shapes, counted once on first use (the memory budget's plans)
+
+    @property
+    def weights_bytes(self) -> int:
+        """Bytes of the weights (tied tensors once)."""
+        return sum(p.numel() * p.element_size() for p in self.lm.model.parameters())
 
 
 class ModelRegistry:
@@ -80,6 +86,12 @@ class ModelRegistry:
                     break
             else:
                 return  # every model is busy: keep them all for now
+
+    def weights_bytes(self) -> int:
+        """Bytes of the weights of every loaded model."""
+        with self._lock:
+            entries = list(self._models.values())
+        return sum(e.weights_bytes for e in entries)
 
     def loaded(self) -> list[str]:
         with self._lock:

@@ -19,6 +19,7 @@ import copy
 from pathlib import Path
 
 from grin_ui import journey
+from grin_ui.cancel import cancellable
 from grin_ui.config import RunConfig
 from grin_ui.errors import GrinError
 from grin_ui.examples import SET_NAMES
@@ -59,8 +60,8 @@ def load_data(store: SessionStore, session: Session, name: str, example_set, pro
 
 
 def compute_scores(store: SessionStore, session: Session, cfg: RunConfig | None = None, progress=None):
-    """GRI scores of the session's forget vs retain set on the original weights (journey.score); kept in the
-    session with the forget saliency, which the baselines reuse."""
+    """GRI scores of the session's forget vs retain set on the original weights (journey.score), kept in the
+    session (without the forget saliency, which only the forget-saliency baseline needs: it computes its own)."""
     import time
 
     session.require("forget", "retain")
@@ -68,8 +69,8 @@ def compute_scores(store: SessionStore, session: Session, cfg: RunConfig | None 
     say = _say(progress)
     sets = _sets(session)
     t0 = time.perf_counter()
-    scores = store.run_on_model(session, lambda lm: journey.score(lm, sets, cfg, say, keep_forget_saliency=True),
-                                progress=say)
+    scores = store.run_on_model(session, lambda lm: journey.score(lm, sets, cfg, say), progress=say,
+                                action="scoring")
     session.mask = None
     session.mask_settings = {}
     store.store_scores(session, scores)
@@ -98,7 +99,8 @@ def unlearn(store: SessionStore, session: Session, cfg: RunConfig, progress=None
             on_step({"step": step, "forget_loss": f, "retain_loss": r})
 
     res = store.run_on_model(session, lambda lm: journey.unlearn(lm, sets, cfg, say, session.cancel,
-                                                                 session.scores, step_done), progress=say)
+                                                                 session.scores, step_done), progress=say,
+                           action="unlearning")
     if res.scores is not None and session.scores is None:
         store.store_scores(session, res.scores)
         session.timings["score"] = res.timings.get("score", 0.0)
@@ -195,7 +197,7 @@ def baselines(store: SessionStore, session: Session, cfg: RunConfig, progress=No
             return res, {"selector": selector, "noise": c.noise.scale, "selected": res.mask.selected,
                          "total": res.mask.total, **short(ev), "seconds": time.perf_counter() - t0}
 
-        res, row = store.run_on_model(session, job, progress=say)
+        res, row = store.run_on_model(session, job, progress=say, action="unlearning")
         if res.scores is not None and scores is None and selector == "grin":
             scores = res.scores
         if row is None:
@@ -225,7 +227,7 @@ def probe(store: SessionStore, session: Session, kinds, progress=None) -> dict[s
         say(f"{kind}: quantizing and evaluating ({i + 1}/{len(kinds)})", i / len(kinds))
         out[kind] = store.run_on_model(session, lambda lm, kind=kind: journey.probe(lm, kind, sets, delta, cfg, ev0,
                                                                                     ev1, progress=say),
-                                       progress=say)
+                                       progress=say, action="probes")
     if session.delta is delta:
         session.probes.update(out)
     return out
@@ -242,7 +244,8 @@ def relearn(store: SessionStore, session: Session, progress=None) -> dict:
     ev0 = evaluate(store, session, "original", utility=False, progress=say)
     sets, cfg, delta = _sets(session), run_config_of(session), session.delta
     out = store.run_on_model(session, lambda lm: journey.relearn(lm, sets, delta, cfg, ev0, progress=say,
-                                                                 cancel=session.cancel), progress=say)
+                                                                 cancel=session.cancel), progress=say,
+                             action="teaching")  # every weight fine-tuned in place: AdamW state for all of them
     if session.delta is delta:
         session.relearn = out
     return out
@@ -260,7 +263,8 @@ def recovery_demo(store: SessionStore, session: Session, kinds=None, progress=No
     sets, seed = _sets(session), run_config_of(session).seed
     arms = arms or rd.default_arms(seed)
     out = store.run_on_model(session, lambda lm: rd.compare(lm, sets, arms, tuple(kinds or rd.KINDS), progress=say,
-                                                            cancel=session.cancel), progress=say)
+                                                            cancel=session.cancel), progress=say,
+                             action="teaching")  # its full fine-tuning arm trains every weight
     session.recovery_demo = out
     return out
 
@@ -321,13 +325,14 @@ def teach(store: SessionStore, session: Session, cfg=None, progress=None):
     session.require("forget")
     say = _say(progress)
     base = store.base(session, say)
-    with store.locked(base, say):
-        say("Copying the model for teaching")
-        lm = LoadedModel(copy.deepcopy(base.lm.model), base.lm.tokenizer, base.lm.summary, base.lm.path)
-    try:
-        path, result = journey.teach(lm, _sets(session), cfg, progress=say, cancel=session.cancel)
-    finally:
-        del lm
+    with store.reserved(session, "teaching", say), cancellable(session.cancel):  # the copy, its grads and AdamW
+        with store.locked(base, say):
+            say("Copying the model for teaching")
+            lm = LoadedModel(copy.deepcopy(base.lm.model), base.lm.tokenizer, base.lm.summary, base.lm.path)
+        try:
+            path, result = journey.teach(lm, _sets(session), cfg, progress=say, cancel=session.cancel)
+        finally:
+            del lm
     store.models.get(str(path), say)
     previous = session.model_spec
     session.set_model(str(path))

@@ -20,6 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from grin_ui import memplan
+from grin_ui.budget import MemoryBudget, tensor_bytes
+from grin_ui.cancel import cancellable
+from grin_ui.config import RunConfig
 from grin_ui.errors import GrinError
 from grin_ui.examples import SET_NAMES
 from grin_ui.models import DEFAULT_MODEL, LoadedModel
@@ -39,6 +43,7 @@ class Session:
 
     id: str
     model_spec: str = DEFAULT_MODEL
+    client: str = ""  # who created it (the visitor's address); at most max_per_client sessions each
     sets: dict[str, Any] = field(default_factory=dict)  # name -> data.ExampleSet
     token_counts: dict[str, list[int]] = field(default_factory=dict)
     scores: Any = None  # influence.Scores
@@ -136,36 +141,64 @@ class Session:
     @contextmanager
     def action(self, what: str = "action"):
         """Hold the session for one long action: a second one of the same visitor is refused (not queued), and the
-        cancel flag starts cleared."""
+        cancel flag is cleared when it starts and when it ends."""
         if not self.busy.acquire(blocking=False):
             raise GrinError(f"Another action of yours is still running; wait for it or cancel it before the {what}.")
         self.cancel.clear()
         try:
             yield self
         finally:
+            self.cancel.clear()  # a cancel that arrived late must not stop the next action
             self.busy.release()
 
     def pop_notices(self) -> list[str]:
         out, self.notices = self.notices, []
         return out
 
+    def held_bytes(self) -> int:
+        """Bytes of the tensors this session keeps (shared storage once)."""
+        return tensor_bytes(self.scores, self.mask, self.result, self.delta, self.evals, self.probes)
+
+    def release_scores(self) -> int:
+        """Drop the influence scores (recomputable) also from the last result; returns the bytes freed."""
+        in_result = getattr(self.result, "scores", None) is not None
+        if self.scores is None and not in_result:
+            return 0
+        before = self.held_bytes()
+        self.scores = None
+        if in_result:
+            self.result.scores = None
+        self.notices.append("Your influence scores were released to free memory for other visitors; recompute them "
+                            "in step 4 to change the mask.")
+        return before - self.held_bytes()
+
 
 class SessionStore:
     """All sessions of a server, keyed by an id (the browser session), plus the shared model registry.
 
-    At most ``max_sessions`` sessions are kept; creating one more evicts the least recently used idle session.
-    Influence scores are as large as the scored weights (float32), so at most ``max_scored`` sessions keep theirs;
-    beyond that the least recently used other session's scores are released (it is told and can recompute them).
+    Limits (SPEC §9): at most ``max_sessions`` sessions, at most ``max_per_client`` of them created by one client
+    (one address: a client beyond it loses its own least recently used idle session, never another visitor's); a
+    session idle for ``idle_timeout_s`` is dropped (:meth:`sweep`, run by :meth:`start_janitor` on a server). At most
+    ``max_scored`` sessions keep influence scores (as large as the scored weights). With a ``budget``
+    (grin_ui.budget.MemoryBudget) every action on a model reserves what its memory plan needs first, waiting in the
+    budget's queue or refused when it cannot fit, and what the sessions keep is released (scores first, then whole
+    idle sessions) when the budget is exceeded.
     """
 
     def __init__(self, default_model: str = DEFAULT_MODEL, max_sessions: int = 16, max_scored: int = 4,
-                 registry: ModelRegistry | None = None):
+                 registry: ModelRegistry | None = None, budget: MemoryBudget | None = None, max_per_client: int = 8,
+                 idle_timeout_s: float = 1800.0):
         self.default_model = normalize_spec(default_model)
         self.max_sessions = max_sessions
         self.max_scored = max_scored
+        self.max_per_client = max_per_client
+        self.idle_timeout_s = idle_timeout_s
+        self.budget = budget
         self.models = registry if registry is not None else ModelRegistry()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
         self._lock = threading.Lock()
+        self._janitor: threading.Thread | None = None
+        self._stop = threading.Event()
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -173,29 +206,63 @@ class SessionStore:
     def __contains__(self, sid: str) -> bool:
         return sid in self._sessions
 
-    def get(self, sid: str | None) -> Session:
-        """The session ``sid``, created (with the default model) if new; marks it most recently used."""
+    def get(self, sid: str | None, client: str = "") -> Session:
+        """The session ``sid``, created (with the default model) if new; marks it most recently used. ``client``:
+        who asks (the visitor's address), for the per-client limit."""
         if not sid:
             raise GrinError("This request carries no session id; reload the page.")
         with self._lock:
             s = self._sessions.get(sid)
             if s is None:
-                s = Session(sid, model_spec=self.default_model)
+                if client:
+                    self._evict(lambda x: x.client == client, self.max_per_client - 1)
+                self._evict(lambda x: True, self.max_sessions - 1)
+                s = Session(sid, model_spec=self.default_model, client=client)
                 self._sessions[sid] = s
-                self._evict(keep=sid)
             else:
                 self._sessions.move_to_end(sid)
             s.last_used = time.monotonic()
             return s
 
-    def _evict(self, keep: str) -> None:
-        while len(self._sessions) > self.max_sessions:
-            for sid, s in self._sessions.items():  # oldest first
-                if sid != keep and not s.busy.locked():
-                    del self._sessions[sid]
-                    break
-            else:
+    def _evict(self, which: Callable[[Session], bool], keep_at_most: int) -> None:
+        """Drop the least recently used idle sessions among ``which`` until at most ``keep_at_most`` remain (busy
+        sessions are never dropped). Holds ``self._lock``."""
+        mine = [sid for sid, s in self._sessions.items() if which(s)]  # oldest first
+        for sid in mine:
+            if len(mine) <= keep_at_most:
                 return
+            if not self._sessions[sid].busy.locked():
+                del self._sessions[sid]
+                mine.remove(sid)
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Drop the idle sessions not used for ``idle_timeout_s``; returns their ids."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            old = [sid for sid, s in self._sessions.items()
+                   if now - s.last_used > self.idle_timeout_s and not s.busy.locked()]
+            for sid in old:
+                del self._sessions[sid]
+            return old
+
+    def start_janitor(self, every_s: float = 60.0) -> None:
+        """Sweep idle sessions every ``every_s`` seconds in a daemon thread (it sleeps in between: no CPU)."""
+        if self._janitor is not None:
+            return
+
+        def loop():
+            while not self._stop.wait(every_s):
+                self.sweep()
+
+        self._janitor = threading.Thread(target=loop, name="grin-ui-janitor", daemon=True)
+        self._janitor.start()
+
+    def leave(self, sid: str | None) -> None:
+        """The visitor closed the page: cancel what it is running and drop its session."""
+        with self._lock:
+            s = self._sessions.pop(sid, None) if sid else None
+        if s is not None:
+            s.cancel.set()
 
     def drop(self, sid: str) -> None:
         with self._lock:
@@ -204,21 +271,83 @@ class SessionStore:
     def clear(self) -> None:
         with self._lock:
             self._sessions.clear()
+        self._stop.set()
 
     def ids(self) -> list[str]:
         with self._lock:
             return list(self._sessions)
 
+    # ------------------------------------------------------------------ memory
+
+    def held_bytes(self) -> int:
+        """Bytes held for the visitors: the loaded models' weights and what every session keeps."""
+        with self._lock:
+            sessions = list(self._sessions.values())
+        return self.models.weights_bytes() + tensor_bytes(*[(s.scores, s.mask, s.result, s.delta, s.evals, s.probes)
+                                                             for s in sessions])
+
+    def release_bytes(self, n: int, keep: Session | None = None) -> int:
+        """Free about ``n`` bytes of what sessions keep, least recently used first, never ``keep``'s: influence
+        scores first (recomputable), then whole idle sessions. Returns the bytes freed."""
+        freed = 0
+        with self._lock:
+            order = [s for s in self._sessions.values() if s is not keep]
+        for s in order:
+            if freed >= n:
+                return freed
+            freed += s.release_scores()
+        for s in order:
+            if freed >= n:
+                break
+            with self._lock:
+                if s.id in self._sessions and not s.busy.locked():
+                    before = s.held_bytes()
+                    del self._sessions[s.id]
+                    freed += before
+        return freed
+
     def store_scores(self, session: Session, scores) -> None:
-        """Keep ``scores`` in ``session``, releasing other sessions' scores beyond ``max_scored``."""
+        """Keep ``scores`` in ``session``, releasing other sessions' scores beyond ``max_scored`` (and beyond the
+        memory budget)."""
         session.scores = scores
         with self._lock:
             holders = [s for s in self._sessions.values() if s.scores is not None and s is not session]
-            excess = len(holders) + 1 - self.max_scored
-            for s in holders[:max(0, excess)]:  # least recently used first
-                s.scores = None
-                s.notices.append("Your influence scores were released to free memory for other visitors; "
-                                 "recompute them in step 4 to change the mask.")
+        for s in holders[:max(0, len(holders) + 1 - self.max_scored)]:  # least recently used first
+            s.release_scores()
+        self.fit_budget(session)
+
+    def fit_budget(self, session: Session | None = None) -> None:
+        """Release other sessions' state while what is held exceeds the budget."""
+        if self.budget is not None:
+            over = self.held_bytes() + self.budget.reserved - self.budget.total
+            if over > 0:
+                self.release_bytes(over, keep=session)
+
+    def need_bytes(self, session: Session, action: str) -> int:
+        """What ``action`` on the session's model needs beyond what is held (grin_ui.memplan), for sequences as
+        long as the session's longest example plus the generated answer."""
+        base = self.base(session)
+        if base.shapes is None:
+            base.shapes = memplan.Shapes.of(base.lm.model.config)
+        run = RunConfig()
+        longest = max((c for counts in session.token_counts.values() for c in counts), default=None)
+        if longest is not None:
+            run.limits.max_tokens = min(run.limits.max_tokens, longest + run.eval.max_new_tokens)
+        dtype = next(base.lm.model.parameters()).dtype
+        plan = memplan.plan_memory(base.lm.model.config, dtype, shapes=base.shapes, run=run)
+        return plan.transient(action)
+
+    @contextmanager
+    def reserved(self, session: Session, action: str | None, progress: Callable[[str], None] | None = None):
+        """Hold the budget's share for ``action`` (no-op without a budget or an action)."""
+        if self.budget is None or action is None:
+            yield
+            return
+        need = self.need_bytes(session, action)
+        with self.budget.reserve(need, action, held=self.held_bytes, fixed=self.models.weights_bytes,
+                                 release=lambda n: self.release_bytes(n, keep=session), progress=progress,
+                                 cancel=session.cancel):
+            yield
 
     # ------------------------------------------------------------------ working on the weights
 
@@ -226,23 +355,31 @@ class SessionStore:
         return self.models.get(session.model_spec, progress)
 
     def run_on_model(self, session: Session, fn: Callable[[LoadedModel], Any], *, unlearned: bool = False,
-                     delta=None, progress: Callable[[str], None] | None = None) -> Any:
+                     delta=None, progress: Callable[[str], None] | None = None, action: str | None = "evaluation") -> Any:
         """Call ``fn(lm)`` on the session's base model while holding its lock.
 
         ``unlearned=True`` applies the session's delta (or ``delta``) for the call and undoes it afterwards, even if
         ``fn`` raises. Without it, ``fn`` sees the original weights; if ``fn`` changes them it must restore them
-        itself before returning. ``progress`` hears about loading and about waiting for another visitor.
+        itself before returning. ``progress`` hears about loading and about waiting for another visitor or for
+        memory. ``action`` (a grin_ui.memplan action: scoring, unlearning, probes, teaching, evaluation; None: no
+        reservation) is what the budget sets aside. ``session.cancel`` stops ``fn`` at its next check
+        (grin_ui.cancel: grin_ui.errors.Cancelled); gradients left behind are dropped.
         """
         base = self.base(session, progress)
         if unlearned:
             delta = delta if delta is not None else session.delta
             if delta is None:
                 session.require("delta")
-        with locked(base, progress):
-            if unlearned:
-                with delta.applied(base.lm.model):
-                    return fn(base.lm)
-            return fn(base.lm)
+        with locked(base, progress), self.reserved(session, action, progress), cancellable(session.cancel):
+            try:
+                if unlearned:
+                    with delta.applied(base.lm.model):
+                        return fn(base.lm)
+                return fn(base.lm)
+            except BaseException:
+                for p in base.lm.model.parameters():
+                    p.grad = None
+                raise
 
     def locked(self, base: BaseModel, progress: Callable[[str], None] | None = None) -> locked:
         """Context manager acquiring ``base.lock``, telling ``progress`` while it waits for another visitor."""

@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from grin_ui import cancel as cancel_flag
 from grin_ui.config import OBJECTIVES as OBJECTIVE_NAMES
 from grin_ui.config import RETAIN_LOSSES, UnlearnConfig
 from grin_ui.data import Record, batches, encode
 from grin_ui.delta import SparseDelta
-from grin_ui.errors import GrinError
+from grin_ui.errors import Cancelled, GrinError  # noqa: F401 - Cancelled re-exported (grin_ui.train.Cancelled)
 from grin_ui.objectives import (OBJECTIVES, REFUSALS, USES_FORGET_REFERENCE, USES_REFUSAL, USES_RETAIN, StepBatch,
                                 reference_sequence_logprobs, reference_topk)
 from grin_ui.placement import input_device
@@ -38,11 +39,10 @@ ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
 
-class Cancelled(GrinError):
-    """The run was cancelled; the model was restored to its state before the run."""
-
-
 def is_cancelled(cancel) -> bool:
+    """``cancel`` (a threading.Event or a callable) is set, or the current action was cancelled (grin_ui.cancel)."""
+    if cancel_flag.requested():
+        return True
     if cancel is None:
         return False
     if isinstance(cancel, threading.Event):
@@ -221,9 +221,7 @@ def train_masked(model: torch.nn.Module, loss_fn, steps: int, masks: dict[str, t
                     progress(step + 1, steps, f, r)
                 if stop is not None and stop(step + 1):
                     break
-    except Cancelled:
-        raise
-    except BaseException:
+    except BaseException:  # cancelled (here or by grin_ui.cancel.check in a stop check) or failed
         rollback()
         raise
     finally:

@@ -10,6 +10,7 @@ works on the shared base model under its lock).
 import gradio as gr
 
 from grin_ui import session as S
+from grin_ui.budget import MemoryBudget
 from grin_ui.config import DataLimits
 from grin_ui.examples import assets_dir
 from grin_ui.models import DEFAULT_MODEL
@@ -66,6 +67,10 @@ class App:
                 gr.Warning(e.message)
         return self._start_outputs(base, s, self.data_panel._outputs(s))
 
+    def leave(self, request: gr.Request):
+        """The page was closed: stop what the visitor runs and free its session."""
+        self.store.leave(getattr(request, "session_hash", None))
+
     def _start_outputs(self, base, s, data_outputs):
         rows = [list(r) for r in base.lm.summary.as_rows()]
         return [rows, f"Loaded **{base.lm.summary.name}**."] + list(data_outputs)
@@ -90,6 +95,7 @@ class App:
             demo.load(self.start, self.data_panel.example,
                       [self.model_panel.card, self.model_panel.status] + self.data_panel.all_outputs,
                       api_name="start")
+            demo.unload(self.leave)
         self.demo = demo
         return demo
 
@@ -105,15 +111,21 @@ def launch_options() -> dict:
             "max_file_size": DataLimits().max_file_bytes}  # uploads over the per-file limit never reach the disk
 
 
-def launch(host: str = "127.0.0.1", port: int = 7860, model: str = DEFAULT_MODEL, trusted: bool = False) -> None:
+def launch(host: str = "127.0.0.1", port: int = 7860, model: str = DEFAULT_MODEL, trusted: bool = False,
+           memory_gb: float | None = None, max_per_client: int = 8) -> None:
     """Serve the dashboard. A non-loopback ``host`` turns public mode on (GRIN_UI_PUBLIC=1: local models only from
-    the allowed directories, safetensors only) unless ``trusted``; the start-up ``model`` stays allowed."""
+    the allowed directories, safetensors only) unless ``trusted``; the start-up ``model`` stays allowed. Memory:
+    ``memory_gb`` (default $GRIN_UI_MEMORY_GB, else 80 % of the memory available now) bounds what models, sessions
+    and running actions hold (grin_ui.budget); idle sessions are dropped after 30 minutes."""
     if enter_public_mode_if_exposed(host, trusted):
         allow_model_dir(model)
         print(f"grin-ui: public mode ({host} is reachable from other machines): models load only from safetensors "
               "and from the allowed directories; start with --trusted to turn this off.", flush=True)
-    store = S.SessionStore(default_model=model)
+    budget = MemoryBudget.from_env(memory_gb)
+    store = S.SessionStore(default_model=model, budget=budget, max_per_client=max_per_client)
     store.models.get(model)  # load before serving so the first visitor does not wait
+    store.start_janitor()
+    print(f"grin-ui: memory budget {budget.total / 1e9:.1f} GB", flush=True)
     demo = build_app(model, store)
     print(f"grin-ui dashboard: http://{host if host != '0.0.0.0' else '127.0.0.1'}:{port}", flush=True)
     demo.queue(default_concurrency_limit=4).launch(server_name=host, server_port=port, show_error=False,

@@ -7,7 +7,7 @@ import math
 
 import gradio as gr
 
-from grin_ui.errors import GrinError
+from grin_ui.errors import Cancelled, GrinError
 from grin_ui.models import is_public
 from grin_ui.security import scrub_paths
 from grin_ui.store import Session, SessionStore
@@ -16,14 +16,30 @@ log = logging.getLogger("grin_ui.ui")
 
 
 def session_of(store: SessionStore, request: gr.Request | None) -> Session:
-    """The visitor's session: one per browser tab (gradio's session hash), one per gradio_client."""
+    """The visitor's session: one per browser tab (gradio's session hash), one per gradio_client; its creator's
+    address counts towards the per-client limit."""
     sid = getattr(request, "session_hash", None) if request is not None else None
-    return store.get(sid)
+    client = getattr(getattr(request, "client", None), "host", None) or ""
+    return store.get(sid, client=client)
+
+
+def cancel_button(store: SessionStore, api_name: str, label: str = "Cancel") -> gr.Button:
+    """A Cancel button for the long actions of a tab: it sets the visitor's cancel flag, which the running action
+    checks at every token, batch or step (grin_ui.cancel); the action then stops, restores the model and says so."""
+    btn = gr.Button(label, variant="stop", scale=0, min_width=110)
+
+    def cancel(request: gr.Request):
+        session_of(store, request).cancel.set()
+
+    btn.click(cancel, None, None, api_name=api_name, queue=False, concurrency_limit=None)
+    return btn
 
 
 def _friendly(e: Exception) -> gr.Error:
     if isinstance(e, gr.Error):
         return e
+    if isinstance(e, Cancelled):
+        return gr.Error(str(e), title="Cancelled", print_exception=False)
     if isinstance(e, GrinError):
         message = scrub_paths(str(e)) if is_public() else str(e)  # a public server never shows its paths
         return gr.Error(message, title="Cannot do that", print_exception=False)

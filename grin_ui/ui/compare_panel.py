@@ -8,7 +8,7 @@ import gradio as gr
 
 from grin_ui import plots
 from grin_ui import session as S
-from grin_ui.ui.common import explain, fmt, friendly, notices, reporter, session_of
+from grin_ui.ui.common import cancel_button, explain, fmt, friendly, notices, reporter, session_of
 
 INTRO = """**Step 6 — compare.** Both models answer every forget, retain and neighbours question (greedy decoding).
 Words the unlearned model no longer says are marked <span class="diff-del">like this</span>, new words
@@ -136,6 +136,7 @@ class ComparePanel:
         explain(INTRO)
         with gr.Row():
             self.compare_btn = gr.Button("Evaluate original vs unlearned", variant="primary", scale=3)
+            cancel_button(self.store, "cancel_compare")
             self.utility = gr.Checkbox(value=True, label="Include utility (perplexity, multiple choice)", scale=2)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):

@@ -5,7 +5,7 @@ import gradio as gr
 from grin_ui import plots
 from grin_ui import session as S
 from grin_ui.config import SCOPES, MaskConfig, RunConfig
-from grin_ui.ui.common import explain, fmt, friendly, notices, reporter, session_of
+from grin_ui.ui.common import cancel_button, explain, fmt, friendly, notices, reporter, session_of
 
 INTRO = """**Step 4 — the influence map.** For every weight, GRIN compares how much it matters to the data to
 forget with how much it matters to the data to keep: **score = |forget gradient| / (|retain gradient| + ε)**
@@ -99,6 +99,7 @@ class InfluencePanel:
         explain(INTRO)
         with gr.Row():
             self.compute_btn = gr.Button("Compute influence scores", variant="primary", scale=2)
+            cancel_button(self.store, "cancel_scoring")
             self.sparsity = gr.Slider(0.01, 10, value=1.0, step=0.01, label="Sparsity: % of scored weights selected",
                                       scale=3)
             self.scope = gr.Radio(list(SCOPES), value="global", label="Mask scope", scale=2)

@@ -7,7 +7,7 @@ from grin_ui import plots
 from grin_ui import recovery_demo as RD
 from grin_ui import session as S
 from grin_ui.config import PROBE_KINDS, RelearnConfig
-from grin_ui.ui.common import explain, fmt, friendly, notices, reporter, session_of
+from grin_ui.ui.common import cancel_button, explain, fmt, friendly, notices, reporter, session_of
 
 INTRO = """**Step 7 — the quantization probe.** Many unlearned models only *look* unlearned: the changes are tiny,
 and rounding the weights to 4 bits can erase them — the forgotten answers come back (Zhang et al., ICLR 2025:
@@ -258,6 +258,7 @@ class ProbePanel:
             self.kinds = gr.CheckboxGroup(choices=[(KIND_HELP[k], k) for k in PROBE_KINDS], value=["nf4"],
                                           label="Quantization probes", scale=4)
             self.run_btn = gr.Button("Run the probe", variant="primary", scale=1)
+            cancel_button(self.store, "cancel_probe")
         self.recovery_table = gr.Dataframe(headers=RECOVERY_HEADERS, label="Recovery of forgotten knowledge",
                                            interactive=False)
         self.table = gr.Dataframe(headers=PROBE_HEADERS, label="Metrics per probe", interactive=False)
@@ -276,7 +277,9 @@ class ProbePanel:
         self.shown.input(self.show_ratio, self.shown, self.ratio_plot, api_name="bin_ratio_histogram")
         with gr.Accordion("Does quantization undo it? Full fine-tuning vs GRIN", open=False):
             explain(DEMO_INTRO)
-            self.demo_btn = gr.Button("Does quantization undo it? Full fine-tuning vs GRIN", variant="primary")
+            with gr.Row():
+                self.demo_btn = gr.Button("Does quantization undo it? Full fine-tuning vs GRIN", variant="primary")
+                cancel_button(self.store, "cancel_recovery_demo")
             self.demo_status = gr.Markdown(demo_summary(None), label="Comparison settings")
             self.demo_table = gr.Dataframe(headers=RD.HEADERS, label="Full fine-tuning vs GRIN under quantization",
                                            interactive=False)

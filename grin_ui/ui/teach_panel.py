@@ -3,7 +3,7 @@
 import gradio as gr
 
 from grin_ui import session as S
-from grin_ui.ui.common import explain, fmt, friendly, reporter, session_of
+from grin_ui.ui.common import cancel_button, explain, fmt, friendly, reporter, session_of
 
 INTRO = """**Step 3 — teach (optional).** Unlearning only makes sense for knowledge the model has. The
 *knowledge check* asks the model every forget and retain question and reports how often the reference answer
@@ -67,6 +67,7 @@ class TeachPanel:
         with gr.Row():
             self.check_btn = gr.Button("Check what the model knows", variant="primary")
             self.teach_btn = gr.Button("Teach the forget, retain and neighbours sets")
+            cancel_button(self.store, "cancel_teach")
         self.teach_note = gr.Markdown("*Not taught.*", label="Teaching status")
         self.checks = gr.Dataframe(headers=["epoch", "forget answered", "retain answered"],
                                    label="Knowledge checks while teaching", interactive=False)
