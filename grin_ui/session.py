@@ -79,10 +79,13 @@ def compute_scores(store: SessionStore, session: Session, cfg: RunConfig | None 
 
 
 def update_mask(store: SessionStore, session: Session, cfg: RunConfig):
-    """Rebuild the mask from the session's scores for a new sparsity / scope / selector (journey.select)."""
-    session.require("scores")
-    mask = journey.select(session.scores, cfg)
-    session.set_mask(mask, {"sparsity": cfg.mask.sparsity, "scope": cfg.mask.scope, "selector": cfg.mask.selector})
+    """Rebuild the mask from the session's scores for a new sparsity / scope / selector (journey.select). A
+    visitor's rebuilds run one at a time (slider events are not queued), so at most one mask is built per visitor."""
+    with session.mask_lock:
+        session.require("scores")
+        mask = journey.select(session.scores, cfg)
+        session.set_mask(mask, {"sparsity": cfg.mask.sparsity, "scope": cfg.mask.scope,
+                                "selector": cfg.mask.selector})
     return mask
 
 

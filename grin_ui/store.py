@@ -63,6 +63,7 @@ class Session:
     notices: list[str] = field(default_factory=list)  # things the visitor should be told once
     cancel: threading.Event = field(default_factory=threading.Event)
     busy: threading.Lock = field(default_factory=threading.Lock)
+    mask_lock: threading.Lock = field(default_factory=threading.Lock)  # one mask rebuild at a time per visitor
     last_used: float = field(default_factory=time.monotonic)
 
     # ------------------------------------------------------------------ state transitions

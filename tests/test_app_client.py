@@ -14,7 +14,7 @@ from gradio_client import Client
 from grin_ui import session as S
 from grin_ui.cli import main
 from grin_ui.report import validate_report
-from grin_ui.ui.app import build_app, launch_options
+from grin_ui.ui.app import build_app, launch_options, queued
 from tests import tiny
 from tests.helpers import without_seconds
 
@@ -34,8 +34,8 @@ def served(tiny_dir):
     store = S.SessionStore(default_model=tiny_dir)
     demo = build_app(tiny_dir, store)
     port = free_port()
-    demo.queue(default_concurrency_limit=4).launch(server_name="127.0.0.1", server_port=port,
-                                                   prevent_thread_lock=True, quiet=True, **launch_options())
+    queued(demo).launch(server_name="127.0.0.1", server_port=port,
+                        prevent_thread_lock=True, quiet=True, **launch_options())
     yield f"http://127.0.0.1:{port}/", store
     demo.close()
 
