@@ -396,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from grin_ui.threads import apply_threads
+
+        apply_threads()
         return int(args.func(args) or 0)
     except GrinError as e:
         print(f"grin-ui: error: {e}", file=sys.stderr)

@@ -15,6 +15,7 @@ from grin_ui.config import DataLimits
 from grin_ui.examples import assets_dir
 from grin_ui.models import DEFAULT_MODEL
 from grin_ui.security import allow_model_dir, enter_public_mode_if_exposed
+from grin_ui.threads import apply_threads
 from grin_ui.ui.common import friendly, reporter, session_of
 from grin_ui.ui.compare_panel import ComparePanel
 from grin_ui.ui.data_panel import DataPanel
@@ -137,6 +138,7 @@ def launch(host: str = "127.0.0.1", port: int = 7860, model: str = DEFAULT_MODEL
         allow_model_dir(model)
         print(f"grin-ui: public mode ({host} is reachable from other machines): models load only from safetensors "
               "and from the allowed directories; start with --trusted to turn this off.", flush=True)
+    apply_threads()  # $GRIN_UI_THREADS, else the physical cores
     budget = MemoryBudget.from_env(memory_gb)
     store = S.SessionStore(default_model=model, budget=budget, max_per_client=max_per_client)
     store.models.get(model)  # load before serving so the first visitor does not wait
