@@ -1,6 +1,7 @@
 """The ``grin-ui`` command line (SPEC §10).
 
     grin-ui serve [--host H] [--port P] [--trusted] [--memory-gb G]   # a non-loopback host implies public mode
+    grin-ui cache [--clear]                                              # cached evaluations and taught models
     grin-ui run --model M --forget F [--retain F] [--holdout F] [--neighbours F] --out DIR [...]
     grin-ui run ... --probes nf4,relearn [--relearn-steps N --relearn-lr LR --relearn-fraction P]
     grin-ui run ... --split-by attribute --merge ties|average [--ties-keep K]   # split-unlearn-merge (SPUNGE)
@@ -28,6 +29,26 @@ SETS_HELP = {
     "holdout": "examples of the same kind the model never knew (membership inference, stopping check)",
     "neighbours": "facts of the forget kind that must stay; evaluated only, never trained on",
 }
+
+
+def _cache(args) -> int:
+    import shutil
+
+    from grin_ui.diskcache import folder_bytes
+    from grin_ui.evalcache import EvalCache
+    from grin_ui.models import cache_dir
+
+    evals, taught = EvalCache().root, cache_dir() / "taught"
+    for name, root in (("evaluations", evals), ("taught models", taught)):
+        n = sum(1 for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else 0
+        size = folder_bytes(root) if root.is_dir() else 0
+        print(f"{name}: {n} entries, {size / 2**20:.1f} MB in {root}")
+    if args.clear:
+        n = EvalCache().clear()
+        if taught.is_dir():
+            shutil.rmtree(taught)
+        print(f"cleared: {n} evaluations and the taught models")
+    return 0
 
 
 def _serve(args) -> int:
@@ -230,8 +251,11 @@ def _run(args) -> int:
     if recorded:
         _check_weights(lm, recorded)
     files = {n: os.path.abspath(p) for n, p in paths.items()}
+    from grin_ui.evalcache import EvalCache
+
     report, _ = run_journey(lm, sets, cfg, out_dir=args.out, progress=_progress, spec=loaded,
-                            taught_from=taught_from, files=files)
+                            taught_from=taught_from, files=files, cache=EvalCache(enabled=False if args.no_cache
+                                                                                  else None))
     print("\n".join(summary_lines(report)))
     for probe, rec in report["recovery"].items():
         print(f"recovery under {probe}: " + ", ".join(
@@ -355,7 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip perplexity and multiple-choice accuracy (faster)")
     r.add_argument("--teach", action="store_true",
                    help="first teach the model forget + retain + neighbours (cached), for data it does not know yet")
+    r.add_argument("--no-cache", action="store_true",
+                   help="evaluate the original model (and its quantized copies) again instead of reusing the "
+                        "evaluation cached for the same weights, data and settings (grin-ui cache --clear empties it)")
     r.set_defaults(func=_run)
+
+    c = sub.add_parser("cache", help="show or empty grin-ui's caches (evaluations, taught models)")
+    c.add_argument("--clear", action="store_true", help="remove the cached evaluations and taught models")
+    c.set_defaults(func=_cache)
 
     d = sub.add_parser("recovery-demo", help="does quantization undo unlearning? gentle full fine-tuning vs GRIN, "
                        "both probed under NF4 / FP4 / RTN int4 (grin_ui.recovery_demo)")

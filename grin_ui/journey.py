@@ -164,14 +164,16 @@ def fluency(lm: LoadedModel, before: dict, *others: dict) -> float:
 
 
 def probe(lm: LoadedModel, kind: str, sets: dict, delta, cfg: RunConfig, before: dict, after: dict,
-          progress=None) -> dict:
+          progress=None, original: dict | None = None) -> dict:
     """Quantization probe ``kind`` (SPEC §5) of the original and the unlearned model: run_probe's output plus
     "recovery" (% per forget metric against the full-precision ``before`` / ``after`` evaluations), "survival"
-    (the survival map without its per-tensor list) and "seconds". ``lm.model`` holds the original weights."""
+    (the survival map without its per-tensor list) and "seconds". ``lm.model`` holds the original weights.
+    ``original``: the quantized original model's evaluation when already known (it does not depend on
+    unlearning), so only the unlearned model is quantized and evaluated."""
     t0 = time.perf_counter()
     say = _say(progress)
     res = run_probe(lm.model, lm.tokenizer, kind, records(sets), delta, replace(cfg.probe, eval=cfg.eval),
-                    progress=lambda m: say(m))
+                    progress=lambda m: say(m), original=original)
     res["recovery"] = recovery(before, after, res["unlearned"])
     say(f"{kind}: survival map")
     surv = survival_map(lm.model, delta, kind, cfg.probe.group_size)
@@ -305,23 +307,47 @@ def make_report(*, lm: LoadedModel, spec: str, weights_sha: str, cfg: RunConfig,
 # ---------------------------------------------------------------------------------------------- the whole journey
 
 
+def _cached(cache, weights: str, state: str, recs: dict, cfg: RunConfig, utility: bool) -> dict | None:
+    if cache is None:
+        return None
+    from grin_ui.evalcache import eval_key
+
+    return cache.get(eval_key(weights, state, recs, cfg.eval, utility))
+
+
+def _store(cache, weights: str, state: str, recs: dict, cfg: RunConfig, utility: bool, ev: dict) -> None:
+    if cache is not None:
+        from grin_ui.evalcache import eval_key
+
+        cache.put(eval_key(weights, state, recs, cfg.eval, utility), ev)
+
+
 def run_journey(lm: LoadedModel, sets: dict, cfg: RunConfig | None = None, out_dir: str | Path | None = None,
                 progress=None, cancel=None, original_eval: dict | None = None, spec: str | None = None,
-                taught_from: str | None = None, files: dict[str, str] | None = None) -> tuple[dict, GrinResult]:
+                taught_from: str | None = None, files: dict[str, str] | None = None,
+                cache=None) -> tuple[dict, GrinResult]:
     """Every step in order on ``sets``: evaluate, score, mask, noise, unlearn, evaluate, probes (quantization, then
     the relearning probe when ``cfg.probes`` names "relearn"), report.
 
     ``original_eval``: reuse an evaluation of the original model on the same sets. ``spec`` (how the model was
     named, default its path), ``taught_from`` and ``files`` go into the report's re-run command. With ``out_dir``:
     report.json, report.html and delta.safetensors are written there. On return ``lm.model`` holds the original
-    weights; ``result.delta`` is the unlearning. Raises GrinError for bad input, grin_ui.train.Cancelled when
-    cancelled (model restored)."""
+    weights; ``result.delta`` is the unlearning. ``cache``: a grin_ui.evalcache.EvalCache for the evaluations that
+    do not depend on unlearning (the original model, its quantized copy per probe kind). Raises GrinError for bad
+    input, grin_ui.train.Cancelled when cancelled (model restored)."""
     cfg = cfg or RunConfig()
     say = _say(progress)
     recs = check_sets(sets, cfg)
-    say("Evaluating the original model")
-    before = original_eval or evaluate(lm, recs, cfg, progress=say)
     weights = weights_sha256(lm.model)
+    before = original_eval
+    if before is None:
+        before = _cached(cache, weights, "original", recs, cfg, cfg.utility)
+        if before is None:
+            say("Evaluating the original model")
+            before = evaluate(lm, recs, cfg, progress=say)
+            _store(cache, weights, "original", recs, cfg, cfg.utility, before)
+        else:
+            say("The original model's evaluation: from the cache")
     result = unlearn(lm, recs, cfg, progress=say, cancel=cancel)
     if result.cancelled:
         raise Cancelled("Cancelled; the model was restored.")
@@ -331,7 +357,11 @@ def run_journey(lm: LoadedModel, sets: dict, cfg: RunConfig | None = None, out_d
     probes = {}
     for kind in quantization_kinds(cfg.probes):
         say(f"Quantization probe {kind}")
-        probes[kind] = probe(lm, kind, recs, result.delta, cfg, before, after, progress=say)
+        state = f"{kind}:{cfg.probe.group_size}"
+        q0 = _cached(cache, weights, state, recs, cfg, cfg.probe.utility)
+        probes[kind] = probe(lm, kind, recs, result.delta, cfg, before, after, progress=say, original=q0)
+        if q0 is None:
+            _store(cache, weights, state, recs, cfg, cfg.probe.utility, probes[kind]["original"])
     relearned = None
     if RELEARN in cfg.probes:
         say("Relearning probe")

@@ -235,18 +235,22 @@ def run_probe(
     delta: SparseDelta | None = None,
     cfg: ProbeConfig | None = None,
     progress: Callable[[str], None] | None = None,
+    original: dict | None = None,
 ) -> dict:
     """Quantize the original model (and, with ``delta``, the unlearned one) and evaluate each on ``sets``.
 
     ``model`` must hold the original weights. One quantized copy is alive at a time. Returns {"kind",
     "description", "original": evaluate_sets(...), "unlearned": ... (with delta), "seconds"}; utility metrics only
-    when ``cfg.utility``."""
+    when ``cfg.utility``. ``original``: the quantized original's evaluation when already known (a cache): then only
+    the unlearned model is quantized and evaluated."""
     cfg = cfg or ProbeConfig()
     _check_kind(kind)
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     out: dict = {"kind": kind, "description": describe(kind, cfg.group_size)}
-    states = [("original", None)] + ([("unlearned", delta)] if delta is not None else [])
+    if original is not None:
+        out["original"] = original
+    states = ([("original", None)] if original is None else []) + ([("unlearned", delta)] if delta is not None else [])
     for label, d in states:
         say(f"{kind}: quantizing the {label} model")
         with quantized(model, kind, cfg.group_size, d) as q:

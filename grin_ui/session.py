@@ -16,6 +16,8 @@ The session store and the model registry are re-exported here for the dashboard'
 from __future__ import annotations
 
 import copy
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 from grin_ui import journey
@@ -228,9 +230,11 @@ def probe(store: SessionStore, session: Session, kinds, progress=None) -> dict[s
         if session.cancel.is_set():
             break
         say(f"{kind}: quantizing and evaluating ({i + 1}/{len(kinds)})", i / len(kinds))
-        out[kind] = store.run_on_model(session, lambda lm, kind=kind: journey.probe(lm, kind, sets, delta, cfg, ev0,
-                                                                                    ev1, progress=say),
-                                       progress=say, action="probes")
+        key = json.dumps([kind, cfg.probe.group_size, cfg.probe.utility, asdict(cfg.eval)], sort_keys=True)
+        q0 = session.quantized_original.get(key)  # Q(original) does not depend on the unlearning: once per data
+        out[kind] = store.run_on_model(session, lambda lm, kind=kind, q0=q0: journey.probe(
+            lm, kind, sets, delta, cfg, ev0, ev1, progress=say, original=q0), progress=say, action="probes")
+        session.quantized_original[key] = out[kind]["original"]
     if session.delta is delta:
         session.probes.update(out)
     return out

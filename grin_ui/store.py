@@ -56,6 +56,7 @@ class Session:
     baselines: dict[str, dict] = field(default_factory=dict)  # selector -> summary of a baseline run
     evals: dict[str, dict] = field(default_factory=dict)  # "original" / "unlearned" -> evaluate_sets output
     probes: dict[str, dict] = field(default_factory=dict)  # kind -> journey.probe output
+    quantized_original: dict[str, dict] = field(default_factory=dict)  # probe key -> Q(original)'s evaluation
     relearn: dict | None = None  # journey.relearn output (the relearning probe) for the current delta
     recovery_demo: dict | None = None  # grin_ui.recovery_demo.compare output for the current model and data
     timings: dict[str, float] = field(default_factory=dict)  # seconds of steps done outside a run (scoring)
@@ -71,6 +72,7 @@ class Session:
     def clear_evaluations(self) -> None:
         self.evals = {}
         self.probes = {}
+        self.quantized_original = {}  # survives a new unlearning run (clear_unlearned), not new data or model
         self.relearn = None
 
     def clear_unlearned(self) -> None:
