@@ -6,13 +6,12 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from grin_ui import cancel
-
 from grin_ui.data import end_of_answer_ids, prompt_ids
 from grin_ui.placement import input_device
 from grin_ui.tokens import pad_id
@@ -42,24 +41,22 @@ def stop_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-class _CancelCheck(StoppingCriteria):
-    """Checks the current action's cancel flag at every generated token (grin_ui.cancel)."""
-
-    def __call__(self, input_ids, scores, **kwargs):
-        cancel.check()
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-
 @torch.inference_mode()
 def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 64,
                      batch_size: int = 16) -> list[Generation]:
     """Greedy continuations of token-id prompts, in input order.
 
-    Prompts are sorted by length and padded on the left, so each batch wastes little compute; the KV cache is used
-    and a batch stops as soon as every row has produced a stop token (:func:`stop_ids`)."""
+    Prompts are sorted by length and padded on the left, so each batch wastes little compute. Our own decoding loop
+    over the KV cache (the same tokens as ``model.generate`` with greedy search, see tests/test_generation.py): a
+    row that has produced a stop token (:func:`stop_ids`) leaves the batch and its cache at once, so the rows still
+    talking — a runaway answer — no longer drag the finished ones along to the token limit; the batch ends when
+    every row has finished. The current action's cancel flag is checked at every token (grin_ui.cancel)."""
     device = input_device(model)
     pad = pad_id(tokenizer)
-    stops = stop_ids(model, tokenizer)
+    stops = torch.tensor(sorted(stop_ids(model, tokenizer)), dtype=torch.long, device=device)
+    params = inspect.signature(model.forward).parameters
+    takes_positions = "position_ids" in params
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # no vocabulary logits for the prompt
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[Generation | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
@@ -68,25 +65,34 @@ def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens:
         width = max(len(prompts[i]) for i in idx)
         ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
         mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx], device=device)
-        gen = model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            pad_token_id=pad,
-            eos_token_id=sorted(stops) or None,
-            use_cache=True,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            stopping_criteria=StoppingCriteriaList([_CancelCheck()]),
-        )
-        for row, i in enumerate(idx):
-            new = gen[row, width:].tolist()
-            cut = next((k for k, t in enumerate(new) if t in stops), None)
-            kept = new if cut is None else new[:cut]
-            out[i] = Generation(tokenizer.decode(kept, skip_special_tokens=True).strip(), kept, cut is not None)
+        new: list[list[int]] = [[] for _ in idx]
+        done = [False] * len(idx)
+        rows = list(range(len(idx)))  # batch position -> row of this batch still generating
+        extra = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if takes_positions else {}
+        step_out = model(input_ids=ids, attention_mask=mask, use_cache=True, **extra, **last_only)
+        for step in range(max_new_tokens):
+            past = step_out.past_key_values
+            nxt = step_out.logits[:, -1].argmax(-1)
+            ended = torch.isin(nxt, stops)
+            for r, t, e in zip(rows, nxt.tolist(), ended.tolist()):
+                if e:
+                    done[r] = True
+                else:
+                    new[r].append(t)
+            if ended.all() or step == max_new_tokens - 1:
+                break
+            cancel.check()
+            if ended.any():  # finished rows leave the batch and the cache
+                keep = (~ended).nonzero().squeeze(-1)
+                rows = [rows[k] for k in keep.tolist()]
+                nxt, mask = nxt[keep], mask[keep]
+                past.batch_select_indices(keep)
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
+            extra = {"position_ids": mask.sum(-1, keepdim=True) - 1} if takes_positions else {}
+            step_out = model(input_ids=nxt[:, None], attention_mask=mask, past_key_values=past, use_cache=True,
+                             **extra)
+        for r, i in enumerate(idx):
+            out[i] = Generation(tokenizer.decode(new[r], skip_special_tokens=True).strip(), new[r], done[r])
     return out  # type: ignore[return-value]
 
 
