@@ -68,7 +68,7 @@ def visitor(url: str, i: int, steps: int, out: dict) -> None:
     rec: dict = {"visitor": i}
     try:
         c = Client(url, verbose=False)
-        _, rec["start_s"] = call(c, seen, None, api_name="/start")
+        _, rec["start_s"] = call(c, seen, "real-knowledge", api_name="/start")
         _, rec["scores_s"] = call(c, seen, 1.0, "global", "mean log10", api_name="/compute_scores")
         res, rec["unlearn_s"] = call(c, seen, "idk", "grin", 1.0, "global", 0.1, 2e-3, steps, 5.0, "nll", i, False,
                                      api_name="/unlearn")

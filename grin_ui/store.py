@@ -231,12 +231,13 @@ class SessionStore:
         """Drop the least recently used idle sessions among ``which`` until at most ``keep_at_most`` remain (busy
         sessions are never dropped). Holds ``self._lock``."""
         mine = [sid for sid, s in self._sessions.items() if which(s)]  # oldest first
+        excess = len(mine) - keep_at_most
         for sid in mine:
-            if len(mine) <= keep_at_most:
+            if excess <= 0:
                 return
             if not self._sessions[sid].busy.locked():
                 del self._sessions[sid]
-                mine.remove(sid)
+                excess -= 1
 
     def sweep(self, now: float | None = None) -> list[str]:
         """Drop the idle sessions not used for ``idle_timeout_s``; returns their ids."""

@@ -179,3 +179,23 @@ def test_idle_sessions_are_swept_and_leaving_cancels(tiny_dir):
     c = store.get("c")
     store.leave("c")
     assert c.cancel.is_set() and "c" not in store
+
+
+def test_client_address_behind_a_proxy():
+    from types import SimpleNamespace
+
+    from grin_ui.ui.common import client_of
+
+    direct = SimpleNamespace(headers={}, client=SimpleNamespace(host="10.0.0.7"))
+    proxied = SimpleNamespace(headers={"x-forwarded-for": "203.0.113.5, 10.0.0.1"},
+                              client=SimpleNamespace(host="10.0.0.1"))
+    assert client_of(direct) == "10.0.0.7" and client_of(proxied) == "203.0.113.5" and client_of(None) == ""
+
+
+def test_eviction_drops_every_excess_session_at_once(tiny_dir):
+    store = SessionStore(default_model=tiny_dir, max_sessions=16, max_per_client=16)
+    for i in range(6):
+        store.get(f"s{i}", client="c")
+    store.max_per_client = 2  # lowered while six are held: the next one leaves the newest and itself
+    store.get("new", client="c")
+    assert store.ids() == ["s5", "new"]

@@ -19,8 +19,17 @@ def session_of(store: SessionStore, request: gr.Request | None) -> Session:
     """The visitor's session: one per browser tab (gradio's session hash), one per gradio_client; its creator's
     address counts towards the per-client limit."""
     sid = getattr(request, "session_hash", None) if request is not None else None
-    client = getattr(getattr(request, "client", None), "host", None) or ""
-    return store.get(sid, client=client)
+    return store.get(sid, client=client_of(request))
+
+
+def client_of(request: gr.Request | None) -> str:
+    """The visitor's address: the first X-Forwarded-For entry when a proxy (e.g. Hugging Face Spaces) set one, else
+    the connection's. Only used to share out sessions fairly, never for access control."""
+    if request is None:
+        return ""
+    headers = getattr(request, "headers", None) or {}
+    forwarded = (headers.get("x-forwarded-for") or "").split(",")[0].strip()
+    return forwarded or getattr(getattr(request, "client", None), "host", None) or ""
 
 
 def cancel_button(store: SessionStore, api_name: str, label: str = "Cancel") -> gr.Button:
