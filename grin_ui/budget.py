@@ -21,6 +21,7 @@ once ("this action needs ... here").
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import threading
@@ -38,6 +39,15 @@ WAIT_POLL_S = 0.25
 
 def gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
+
+
+def trim_heap() -> None:
+    """Give the heap memory freed by an action back to the operating system (glibc ``malloc_trim``; elsewhere a
+    no-op), so that the process's resident memory follows what is actually held."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def tensor_bytes(*objects: Any, depth: int = 6) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from grin_ui import memplan
-from grin_ui.budget import MemoryBudget, tensor_bytes
+from grin_ui.budget import MemoryBudget, tensor_bytes, trim_heap
 from grin_ui.cancel import cancellable
 from grin_ui.config import RunConfig
 from grin_ui.errors import GrinError
@@ -294,8 +294,8 @@ class SessionStore:
         """Free about ``n`` bytes of what sessions keep, least recently used first, never ``keep``'s: influence
         scores first (recomputable), then whole idle sessions. Returns the bytes freed."""
         freed = 0
-        with self._lock:
-            order = [s for s in self._sessions.values() if s is not keep]
+        with self._lock:  # a session in the middle of an action keeps what it is using
+            order = [s for s in self._sessions.values() if s is not keep and not s.busy.locked()]
         for s in order:
             if freed >= n:
                 return freed
@@ -316,7 +316,8 @@ class SessionStore:
         session.scores = scores
         with self._lock:
             holders = [s for s in self._sessions.values() if s.scores is not None and s is not session]
-        for s in holders[:max(0, len(holders) + 1 - self.max_scored)]:  # least recently used first
+        idle = [s for s in holders if not s.busy.locked()]  # least recently used first; never one in an action
+        for s in idle[:max(0, len(holders) + 1 - self.max_scored)]:
             s.release_scores()
         self.fit_budget(session)
 
@@ -384,6 +385,8 @@ class SessionStore:
                 for p in base.lm.model.parameters():
                     p.grad = None
                 raise
+            finally:
+                trim_heap()
 
     def locked(self, base: BaseModel, progress: Callable[[str], None] | None = None) -> locked:
         """Context manager acquiring ``base.lock``, telling ``progress`` while it waits for another visitor."""

@@ -38,21 +38,21 @@ class InfluencePanel:
     def _mask_cfg(self, sparsity_pct: float, scope: str) -> RunConfig:
         return RunConfig(mask=MaskConfig(selector="grin", sparsity=float(sparsity_pct) / 100.0, scope=scope))
 
-    def _mask_views(self, s: S.Session, mask, seconds=None):
+    def _mask_views(self, s: S.Session, scores, mask, seconds=None):
         blocks, modules, values = mask.block_module_density()
         modules, values = plots.reorder_modules(modules, values, self.store.base(s).lm.summary.modules)
-        edges, counts = s.scores.log10_histogram(60)
+        edges, counts = scores.log10_histogram(60)
         density = mask.density_by_tensor()
         top = [[r["name"], r["block"], r["module"], f"{r['numel']:,}", fmt(r["mean_log10"]), fmt(r["median_log10"]),
                 fmt(r["max_log10"]), fmt(100 * density.get(r["name"], 0.0))]
-               for r in s.scores.tensor_table()[:20]]
+               for r in scores.tensor_table()[:20]]
         return (plots.density_heatmap(blocks, modules, values, mask.sparsity),
                 plots.score_histogram(edges, counts, mask.threshold, mask.selected, mask.total),
                 top, mask_summary(mask, seconds))
 
-    def _score_map(self, s: S.Session, stat: str):
+    def _score_map(self, s: S.Session, scores, stat: str):
         key = STATS.get(stat, "mean_log10")
-        blocks, modules, values = s.scores.block_module_matrix(key)
+        blocks, modules, values = scores.block_module_matrix(key)
         order = self.store.base(s).lm.summary.modules
         modules, values = plots.reorder_modules(modules, values, order)
         return plots.score_heatmap(blocks, modules, values, key)
@@ -69,10 +69,11 @@ class InfluencePanel:
             scores = S.compute_scores(self.store, s, progress=reporter(progress))
             took = time.perf_counter() - t0
             mask = S.update_mask(self.store, s, cfg)
-        density, hist, top, summary = self._mask_views(s, mask)
+        # the views use this call's scores, even if memory pressure releases the session's copy meanwhile
+        density, hist, top, summary = self._mask_views(s, scores, mask)
         head = (f"Scored **{scores.total:,} weights** with {scores.forget_examples} forget and "
                 f"{scores.retain_examples} retain examples in {took:.1f} s (ε = {scores.eps:.3g}).\n\n")
-        return self._score_map(s, stat), density, hist, top, head + summary, sparsity_pct, scope
+        return self._score_map(s, scores, stat), density, hist, top, head + summary, sparsity_pct, scope
 
     @friendly
     def update(self, sparsity_pct: float, scope: str, request: gr.Request):
@@ -81,19 +82,21 @@ class InfluencePanel:
 
         s = session_of(self.store, request)
         notices(s)
-        if s.scores is None:
+        scores = s.scores
+        if scores is None:
             msg = "*Compute the scores first (button above); the slider then updates the selection instantly.*"
             return (gr.skip(), gr.skip(), gr.skip(), msg, sparsity_pct, scope)
         t0 = time.perf_counter()
         mask = S.update_mask(self.store, s, self._mask_cfg(sparsity_pct, scope))
-        density, hist, top, summary = self._mask_views(s, mask, time.perf_counter() - t0)
+        density, hist, top, summary = self._mask_views(s, scores, mask, time.perf_counter() - t0)
         return density, hist, top, summary, sparsity_pct, scope
 
     @friendly
     def heatmap(self, stat: str, request: gr.Request):
         s = session_of(self.store, request)
+        scores = s.scores
         s.require("scores")
-        return self._score_map(s, stat)
+        return self._score_map(s, scores, stat)
 
     def build(self):
         explain(INTRO)
