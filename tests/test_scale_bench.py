@@ -23,7 +23,8 @@ def test_scale_benchmark_structure_on_tiny_config(tmp_path):
     assert r["model"] == "tiny" and r["dtype"] == "float32"
     # the meta-device plan counts exactly the parameters of the built model
     assert r["plan_parameters"] == r["parameters"] and r["weights_bytes"] == 4 * r["parameters"]
-    assert set(r["plan"]) == {"load", "scoring", "unlearning", "probes", "teaching"}
+    assert set(r["plan"]) == {"load", "scoring", "unlearning", "probes", "teaching", "evaluation"}
+    assert r["plan"]["evaluation"] < r["plan"]["probes"]  # no backward, no quantized copy
     assert r["plan"]["load"] == r["weights_bytes"]
     for key in ("plain_fwd_bwd_s", "scoring_s", "masked_step_s", "probe_nf4_s", "scoring_time_ratio"):
         assert math.isfinite(r[key]) and r[key] > 0, key
