@@ -10,6 +10,7 @@
     grin-ui report --from DIR/report.json [--out DIR2]       # re-render report.html from the JSON
     grin-ui teach --model M --data F --out DIR
     grin-ui recovery-demo [--example real-knowledge] [--kinds nf4,fp4,rtn4]   # full fine-tuning vs GRIN
+    grin-ui dynamics-demo [--lr LR --steps N --every K --seed S --out F]   # in- vs out-of-distribution forgetting
 
 Exit status: 0 success, 2 bad input (one line on stderr), 1 internal failure.
 """
@@ -242,11 +243,15 @@ def _run(args) -> int:
             _warn(w)
     spec, taught = recorded_model(recorded) if recorded and args.model is None else (args.model or "default", False)
     lm = load_model(spec, progress=_progress)
-    loaded, taught_from = spec, None
+    loaded, taught_from, reference = spec, None, None
+    if args.reference and cfg.unlearn.dynamics_every > 0:
+        reference = load_model(args.reference, progress=_progress)
     if taught or args.teach:
         path, res = teach(lm, sets, progress=_progress)
         _progress(f"taught model: {path} (forget hit rate {res.after['forget']:.0%}"
                   f"{', cached' if res.cached else ''})")
+        if reference is None and cfg.unlearn.dynamics_every > 0:
+            reference = lm  # the model before teaching never saw the forget set
         lm, loaded, taught_from = load_model(str(path)), str(path), spec
     if recorded:
         _check_weights(lm, recorded)
@@ -255,7 +260,8 @@ def _run(args) -> int:
 
     report, _ = run_journey(lm, sets, cfg, out_dir=args.out, progress=_progress, spec=loaded,
                             taught_from=taught_from, files=files, cache=EvalCache(enabled=False if args.no_cache
-                                                                                  else None))
+                                                                                  else None),
+                            reference=reference)
     print("\n".join(summary_lines(report)))
     for probe, rec in report["recovery"].items():
         print(f"recovery under {probe}: " + ", ".join(
@@ -267,6 +273,26 @@ def _run(args) -> int:
     mask = report["mask"]
     print(f"mask: {mask['selected']:,} of {mask['total']:,} weights; time {report['timings']['total']:.1f} s; "
           f"wrote {args.out}/report.json, report.html, delta.safetensors")
+    return 0
+
+
+def _dynamics_demo(args) -> int:
+    import json
+    from pathlib import Path
+
+    from grin_ui import distribution_demo as dd
+    from grin_ui.models import load_model
+
+    if args.steps < 1 or args.every < 1 or not args.lr > 0:
+        raise GrinError("--steps and --every must be ≥ 1 and --lr > 0.")
+    cfg = dd.preset_config(args.lr, args.steps, args.every, args.seed)
+    lm = load_model(args.model, progress=_progress)
+    res = dd.compare(lm, cfg, progress=_progress)
+    print("\n".join(dd.table_lines(res)))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=1))
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -312,6 +338,8 @@ def _report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from grin_ui import distribution_demo as dd
+
     p = argparse.ArgumentParser(
         prog="grin-ui",
         description="Explore and audit machine unlearning in LLMs (GRIN masks, masked unlearning, quantization probes).",
@@ -372,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dynamics", type=int, metavar="N",
                    help="record every N steps each example's answer log-probability (forget, retain, neighbours, "
                         "holdout) into report.json's dynamics block (default 0: off)")
+    r.add_argument("--reference", metavar="MODEL",
+                   help="with --dynamics: a model that never saw the forget set (e.g. a retain-only model); each "
+                        "forget example's answer probability under it is its difficulty. With --teach, the model "
+                        "before teaching is used when this is not given")
     r.add_argument("--no-stop", action="store_true",
                    help="run every step of the budget instead of stopping once the forget set is forgotten (at the "
                         "level of the holdout set, or of the forget answers' wrong alternatives)")
@@ -404,6 +436,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--out", help="write the full result as JSON here")
     d.set_defaults(func=_recovery_demo)
+
+    y = sub.add_parser("dynamics-demo", help="in- vs out-of-distribution forget sets under gradient ascent at the "
+                       "same budget, per-example dynamics side by side (grin_ui.distribution_demo)")
+    y.add_argument("--model", default="default", help="default, a hub id or a directory")
+    y.add_argument("--lr", type=float, default=dd.LR, help=f"learning rate of both arms (default {dd.LR:g})")
+    y.add_argument("--steps", type=int, default=dd.STEPS, help=f"fixed budget of both arms (default {dd.STEPS})")
+    y.add_argument("--every", type=int, default=dd.EVERY, help=f"record the dynamics every K steps (default {dd.EVERY})")
+    y.add_argument("--seed", type=int, default=0)
+    y.add_argument("--out", help="write the full result (both arms' dynamics) as JSON here")
+    y.set_defaults(func=_dynamics_demo)
 
     o = sub.add_parser("report", help="re-render report.html from a report.json (checked against the schema)")
     o.add_argument("--from", dest="source", required=True, metavar="REPORT", help="the report.json to render")

@@ -20,7 +20,8 @@ The dict (``GrinResult.dynamics``, report.json ``dynamics``; schema ``$defs.dyna
     {"every": 4, "unit": "...", "steps": [0, 4, ...],
      "sets": {name: {"mean": [per step], "fact_mean": [...],
                      "examples": [{"label": question, "logprob": [per step], "fact_logprob": [per step]}]}},
-     "forget_examples": [{"label", "memorization", "steps_to_forget"}],   # the scatter
+     "forget_examples": [{"label", "memorization", "difficulty", "steps_to_forget"}],   # the scatter
+     "reference_logprobs": [per forget example],   # only when a reference model was scored (DynamicsRecorder.reference)
      "summary": {...}}                                                   # see :func:`summarize`
 """
 
@@ -63,6 +64,7 @@ class DynamicsRecorder:
     values: dict[str, list[list[float]]] = field(default_factory=dict)  # set -> [example][step]
     facts: dict[str, list[list[float]]] = field(default_factory=dict)  # the same over the fact tokens
     seconds: float = 0.0  # time spent recording (part of the unlearn stage's time)
+    reference_logprobs: list[float] | None = None  # per forget example, under a model that never saw it
 
     @classmethod
     def build(cls, tokenizer, sets: dict[str, list[Record]], every: int = 4, max_tokens: int = 256,
@@ -100,6 +102,23 @@ class DynamicsRecorder:
         self.steps.append(int(step))
         self.seconds += time.perf_counter() - t0
 
+    @torch.no_grad()
+    def reference(self, model) -> None:
+        """Score the forget examples under ``model``, a model that never saw them (e.g. the base model a taught one
+        was trained from, or a retain-only model): their **difficulty** (grin_ui.dynamics.forget_examples)."""
+        from grin_ui.evaluate import score_items
+        from grin_ui.tokens import pad_id
+
+        if "forget" not in self.items:
+            return
+        was = model.training
+        model.eval()
+        try:
+            stats = score_items(model, self.items["forget"], pad_id(self.tokenizer), 16)
+        finally:
+            model.train(was)
+        self.reference_logprobs = [float(s.logprobs.mean()) if s.n else float("nan") for s in stats]
+
     def maybe(self, model, step: int) -> None:
         """Record when ``step`` is a multiple of ``every``."""
         if step % self.every == 0 and (not self.steps or self.steps[-1] != step):
@@ -118,6 +137,8 @@ class DynamicsRecorder:
                           "examples": [{"label": lab, "logprob": row, "fact_logprob": frow}
                                        for lab, row, frow in zip(self.labels[name], rows, frows)]}
         out = {"every": self.every, "unit": UNIT, "steps": list(self.steps), "sets": sets, "seconds": self.seconds}
+        if self.reference_logprobs is not None:
+            out["reference_logprobs"] = list(self.reference_logprobs)
         out["forget_examples"] = forget_examples(out)
         out["summary"] = summarize(out)
         return out
@@ -144,22 +165,35 @@ def _level(dyn: dict) -> list[float | None] | None:
     return h["fact_mean"] if h else None
 
 
+def holdout_level(dyn: dict) -> float | None:
+    """The holdout set's answer probability per token before unlearning (exp of its mean log-prob at step 0): how
+    likely the model finds facts it never knew — the difficulty level when no reference model was scored."""
+    h = dyn["sets"].get("holdout")
+    v = h["mean"][0] if h and h["mean"] else None
+    return math.exp(v) if v is not None and math.isfinite(v) else None
+
+
 def forget_examples(dyn: dict) -> list[dict]:
     """Per forget example: ``memorization`` = its answer probability per token before unlearning (exp of the step-0
-    log-prob) and ``steps_to_forget`` = the first recorded step (> 0) at which its log-prob is at or below the holdout
-    set's mean log-prob at that step (facts never known), both over the fact tokens; None when it never gets there or without a holdout set."""
+    log-prob); ``difficulty`` = its answer probability per token under a model that never saw it (exp of
+    ``reference_logprobs``, when a reference model was scored; else None, and the set-level
+    :func:`holdout_level` stands in); ``steps_to_forget`` = the first recorded step (> 0) at which its log-prob is
+    at or below the holdout set's mean log-prob at that step (facts never known), over the fact tokens; None when it
+    never gets there or without a holdout set."""
     f = dyn["sets"].get("forget")
     if not f:
         return []
     level, steps = _level(dyn), dyn["steps"]
+    refs = dyn.get("reference_logprobs") or [None] * len(f["examples"])
     out = []
-    for ex in f["examples"]:
+    for ex, r in zip(f["examples"], refs):
         lp, fact = ex["logprob"], ex["fact_logprob"]
         reached = None
         if level is not None:
             reached = next((s for s, v, ref in zip(steps, fact, level) if s > 0 and ref is not None and v <= ref),
                            None)
         out.append({"label": ex["label"], "memorization": math.exp(lp[0]) if lp and math.isfinite(lp[0]) else None,
+                    "difficulty": math.exp(r) if r is not None and math.isfinite(r) else None,
                     "steps_to_forget": reached})
     return out
 
@@ -179,7 +213,8 @@ def summarize(dyn: dict) -> dict:
       set fell than the retain set, on average during the run; higher is more selective;
     - ``forget_change`` / ``retain_change``: the change from step 0 to the last recorded step;
     - ``memorization_spearman``: rank correlation between memorization and steps-to-forget over the forget examples
-      that got there (None with fewer than 3 or no spread)."""
+      that got there (None with fewer than 3 or no spread); ``difficulty_spearman``: the same for difficulty (None
+      without a reference model)."""
     steps, sets = dyn["steps"], dyn["sets"]
     f = (sets.get("forget") or {}).get("mean")
     ff = (sets.get("forget") or {}).get("fact_mean")
@@ -188,7 +223,7 @@ def summarize(dyn: dict) -> dict:
     level = _level(dyn)
     out: dict = {"forget_step": None, "retain_change_at_forget": None, "neighbours_change_at_forget": None,
                  "selectivity_area": None, "forget_change": None, "retain_change": None,
-                 "memorization_spearman": None}
+                 "memorization_spearman": None, "difficulty_spearman": None}
     if not f or len(steps) < 1:
         return out
     delta = lambda c, i: None if _at(c, i) is None or _at(c, 0) is None else c[i] - c[0]  # noqa: E731
@@ -203,13 +238,19 @@ def summarize(dyn: dict) -> dict:
         gaps = [(delta(r, i) or 0.0) - (delta(f, i) or 0.0) for i in range(len(steps))]
         area = sum((steps[i + 1] - steps[i]) * (gaps[i] + gaps[i + 1]) / 2 for i in range(len(steps) - 1))
         out["selectivity_area"] = area / (steps[-1] - steps[0])
-    pts = [(e["memorization"], e["steps_to_forget"]) for e in dyn.get("forget_examples") or []
-           if e["memorization"] is not None and e["steps_to_forget"] is not None]
-    if len(pts) >= 3 and len({p[0] for p in pts}) > 1 and len({p[1] for p in pts}) > 1:
-        from scipy.stats import spearmanr
-
-        out["memorization_spearman"] = float(spearmanr([p[0] for p in pts], [p[1] for p in pts]).statistic)
+    for key in ("memorization", "difficulty"):
+        out[f"{key}_spearman"] = _spearman([(e.get(key), e["steps_to_forget"])
+                                            for e in dyn.get("forget_examples") or []])
     return out
+
+
+def _spearman(pairs: list[tuple]) -> float | None:
+    pts = [p for p in pairs if p[0] is not None and p[1] is not None]
+    if len(pts) < 3 or len({p[0] for p in pts}) < 2 or len({p[1] for p in pts}) < 2:
+        return None
+    from scipy.stats import spearmanr
+
+    return float(spearmanr([p[0] for p in pts], [p[1] for p in pts]).statistic)
 
 
 # ---------------------------------------------------------------------------------------------- views (static SVG)
@@ -245,13 +286,20 @@ def svg_views(dyn: dict) -> list[tuple[str, str]]:
         top = max([e["steps_to_forget"] or 0 for e in fx] + [steps[-1] if steps else 0])
         pts = [(e["memorization"], e["steps_to_forget"] if e["steps_to_forget"] is not None else top,
                 "#d62728" if e["steps_to_forget"] is not None else "#7f7f7f",
-                e["label"] + ("" if e["steps_to_forget"] is not None else " (not forgotten)")) for e in fx]
+                e["label"] + ("" if e["steps_to_forget"] is not None else " (not forgotten)")
+                + ("" if e.get("difficulty") is None else f"; difficulty {e['difficulty']:.3g}")) for e in fx]
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        frame = sp.Series("", [min(xs), max(xs)], [0, max(ys)], "none")  # sets the axes; draws nothing
-        out.append((sp.lines([frame], "Steps to forget vs memorization", "original answer probability per token",
+        level = holdout_level(dyn)
+        lines = [sp.Series("", [min(xs + [level or xs[0]]), max(xs)], [0, max(ys)], "none")]  # sets the axes
+        if level is not None:
+            lines.append(sp.Series("holdout level (facts never known)", [level, level], [0, max(ys)], "#7f7f7f",
+                                    dash=True))
+        out.append((sp.lines(lines, "Steps to forget vs memorization", "original answer probability per token",
                              "steps to reach the holdout level", points=pts, aria="steps to forget scatter"),
                     "One circle per forget example; grey: not at the holdout level by the last recorded step "
-                    "(drawn at the top)."))
+                    "(drawn at the top). The grey line is the holdout set's answer probability before unlearning "
+                    "(the difficulty level of facts never known); with a reference model each circle's hover also "
+                    "gives its difficulty (its answer probability under a model that never saw it)."))
     return out
 
 

@@ -3,13 +3,15 @@ for the dashboard's Unlearn tab. Pure functions from the result dicts to figures
 
     curves, tradeoff, scatter = dynamics_figures(result.dynamics)
     rows = spunge_rows(result.spunge)
+    fig = distribution_figure(grin_ui.distribution_demo.compare(lm))   # the in- vs out-of-distribution preset
 """
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from grin_ui.dynamics import COLORS
+from grin_ui.dynamics import COLORS, holdout_level
 from grin_ui.plots import _layout, empty_figure
 
 
@@ -48,13 +50,22 @@ def dynamics_figures(dyn: dict | None) -> tuple[go.Figure, go.Figure, go.Figure]
         done = [e for e in fx if e["steps_to_forget"] is not None]
         never = [e for e in fx if e["steps_to_forget"] is None]
         scatter = go.Figure()
+        diff = [e.get("difficulty") for e in done]
+        marker = dict(color=COLORS["forget"], size=10)
+        if diff and all(d is not None for d in diff):  # a reference model was scored: colour = difficulty
+            marker = dict(color=diff, colorscale="Viridis", size=11, showscale=True,
+                          colorbar=dict(title="difficulty"))
         scatter.add_trace(go.Scatter(x=[e["memorization"] for e in done], y=[e["steps_to_forget"] for e in done],
                                      mode="markers", name="forgotten", text=[e["label"] for e in done],
-                                     marker=dict(color=COLORS["forget"], size=10)))
+                                     marker=marker))
         if never:
             scatter.add_trace(go.Scatter(x=[e["memorization"] for e in never], y=[top] * len(never), mode="markers",
                                          name="not at the holdout level", text=[e["label"] for e in never],
                                          marker=dict(color="#7f7f7f", size=10, symbol="x")))
+        level = holdout_level(dyn)
+        if level is not None:
+            scatter.add_vline(x=level, line=dict(color="#7f7f7f", dash="dash"),
+                              annotation_text="holdout level (never known)", annotation_position="top")
         scatter.update_xaxes(title="memorization: original answer probability per token")
         scatter.update_yaxes(title="steps to reach the holdout level")
         _layout(scatter, "Steps to forget vs memorization (one point per forget example)")
@@ -92,3 +103,32 @@ def spunge_rows(sp: dict | None) -> list[list]:
     rows.append([f"merged ({sp['merge']})", "all", sum(s["n"] for s in sp["subsets"]), sp["union_selected"],
                  sp["merged_changed"], "—", "—", fmt(states.get("merged"))])
     return rows
+
+
+def distribution_figure(res: dict | None) -> go.Figure:
+    """The in- vs out-of-distribution preset (grin_ui.distribution_demo) side by side: per arm, each set's mean answer
+    log-probability per token over the steps, the holdout's (facts never known) dashed, and a dotted line where the
+    forget set reached the holdout level."""
+    if not res or not res.get("arms"):
+        return empty_figure("Click the button to run the in- vs out-of-distribution preset.")
+    names = list(res["arms"])
+    fig = make_subplots(rows=1, cols=len(names), shared_yaxes=True, subplot_titles=[
+        f"{n} forget set ({res['arms'][n]['sizes'].get('forget')} facts)" for n in names])
+    for col, name in enumerate(names, start=1):
+        dyn = res["arms"][name]["dynamics"] or {}
+        steps = dyn.get("steps") or []
+        for set_name, s in (dyn.get("sets") or {}).items():
+            fig.add_trace(go.Scatter(x=steps, y=s["mean"], mode="lines+markers", name=set_name, legendgroup=set_name,
+                                     showlegend=col == 1, line=dict(color=COLORS.get(set_name, "#9467bd"), width=3,
+                                                                    dash="dash" if set_name == "holdout" else None)),
+                          row=1, col=col)
+        at = ((dyn.get("summary") or {}).get("forget_step"))
+        if at is not None:
+            fig.add_vline(x=at, line=dict(color=COLORS["forget"], dash="dot"), row=1, col=col)
+        fig.update_xaxes(title="step", row=1, col=col)
+    fig.update_yaxes(title="answer log-prob per token (nats)", row=1, col=1)
+    c = res["config"]
+    _layout(fig, f"Gradient ascent, same budget ({c['steps']} steps, lr {c['lr']:g}): in- vs out-of-distribution "
+                 "forget set", height=420, legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(margin=dict(t=80))
+    return fig

@@ -105,11 +105,12 @@ def select(scores: Scores, cfg: RunConfig, params=None) -> Mask:
 
 
 def unlearn(lm: LoadedModel, sets: dict, cfg: RunConfig, progress=None, cancel=None, scores: Scores | None = None,
-            on_step=None) -> GrinResult:
+            on_step=None, reference: LoadedModel | None = None) -> GrinResult:
     """Score (unless ``scores`` are given), select, add noise and unlearn (grin_ui.pipeline) on forget and retain;
     the holdout set feeds the stopping check; neighbours are never used. On return ``lm.model`` holds the original
     weights again and ``result.delta`` the unlearning. A cancelled run returns ``cancelled=True`` and no delta.
-    on_step(step, steps, forget_term, retain_term) hears every training step."""
+    on_step(step, steps, forget_term, retain_term) hears every training step. ``reference``: a model that never saw
+    the forget set, scored for the dynamics' per-example difficulty (only when dynamics are recorded)."""
     recs = check_sets(sets, cfg)
     say = _say(progress)
     if cfg.spunge.split_by:  # split–unlearn–merge: one run per subset, merged delta (grin_ui.spunge)
@@ -121,6 +122,8 @@ def unlearn(lm: LoadedModel, sets: dict, cfg: RunConfig, progress=None, cancel=N
         from grin_ui.dynamics import DynamicsRecorder
 
         dynamics = DynamicsRecorder.build(lm.tokenizer, recs, cfg.unlearn.dynamics_every, cfg.limits.max_tokens)
+        if reference is not None:
+            dynamics.reference(reference.model)
     timings: dict[str, float] = {}
     if cfg.mask.selector == "forget-saliency" and scores is not None and scores.forget_saliency is None:
         scores = None  # these scores were computed without the forget saliency: compute them again
@@ -325,7 +328,7 @@ def _store(cache, weights: str, state: str, recs: dict, cfg: RunConfig, utility:
 def run_journey(lm: LoadedModel, sets: dict, cfg: RunConfig | None = None, out_dir: str | Path | None = None,
                 progress=None, cancel=None, original_eval: dict | None = None, spec: str | None = None,
                 taught_from: str | None = None, files: dict[str, str] | None = None,
-                cache=None) -> tuple[dict, GrinResult]:
+                cache=None, reference: LoadedModel | None = None) -> tuple[dict, GrinResult]:
     """Every step in order on ``sets``: evaluate, score, mask, noise, unlearn, evaluate, probes (quantization, then
     the relearning probe when ``cfg.probes`` names "relearn"), report.
 
@@ -333,7 +336,8 @@ def run_journey(lm: LoadedModel, sets: dict, cfg: RunConfig | None = None, out_d
     named, default its path), ``taught_from`` and ``files`` go into the report's re-run command. With ``out_dir``:
     report.json, report.html and delta.safetensors are written there. On return ``lm.model`` holds the original
     weights; ``result.delta`` is the unlearning. ``cache``: a grin_ui.evalcache.EvalCache for the evaluations that
-    do not depend on unlearning (the original model, its quantized copy per probe kind). Raises GrinError for bad
+    do not depend on unlearning (the original model, its quantized copy per probe kind). ``reference``: a model that
+    never saw the forget set, for the dynamics' difficulty (grin_ui.dynamics). Raises GrinError for bad
     input, grin_ui.train.Cancelled when cancelled (model restored)."""
     cfg = cfg or RunConfig()
     say = _say(progress)
@@ -348,7 +352,7 @@ def run_journey(lm: LoadedModel, sets: dict, cfg: RunConfig | None = None, out_d
             _store(cache, weights, "original", recs, cfg, cfg.utility, before)
         else:
             say("The original model's evaluation: from the cache")
-    result = unlearn(lm, recs, cfg, progress=say, cancel=cancel)
+    result = unlearn(lm, recs, cfg, progress=say, cancel=cancel, reference=reference)
     if result.cancelled:
         raise Cancelled("Cancelled; the model was restored.")
     say("Evaluating the unlearned model")

@@ -31,7 +31,8 @@ from grin_ui.store import Session, SessionStore  # noqa: F401 - re-exported for 
 
 __all__ = ["SET_NAMES", "BaseModel", "ModelRegistry", "Session", "SessionStore", "normalize_spec", "load_data",
            "compute_scores", "update_mask", "unlearn", "evaluate", "ask", "baselines", "probe", "relearn", "report",
-           "write_report", "teach", "run_config_of", "recovery_demo"]
+           "write_report", "teach", "run_config_of", "recovery_demo",
+           "dynamics_demo"]
 
 
 def _say(progress):
@@ -273,6 +274,19 @@ def recovery_demo(store: SessionStore, session: Session, kinds=None, progress=No
                                                             cancel=session.cancel), progress=say,
                              action="teaching")  # its full fine-tuning arm trains every weight
     session.recovery_demo = out
+    return out
+
+
+def dynamics_demo(store: SessionStore, session: Session, progress=None, cfg=None) -> dict:
+    """The built-in preset "in- vs out-of-distribution forgetting under gradient ascent" (grin_ui.distribution_demo)
+    on the session's model with its own built-in data, under the model's lock; the session's own unlearning is
+    untouched. Kept in ``session.dynamics_demo`` until the model or the data change."""
+    from grin_ui import distribution_demo as dd
+
+    say = _say(progress)
+    out = store.run_on_model(session, lambda lm: dd.compare(lm, cfg, progress=say, cancel=session.cancel),
+                             progress=say, action="unlearning")
+    session.dynamics_demo = out
     return out
 
 

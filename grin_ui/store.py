@@ -59,6 +59,7 @@ class Session:
     quantized_original: dict[str, dict] = field(default_factory=dict)  # probe key -> Q(original)'s evaluation
     relearn: dict | None = None  # journey.relearn output (the relearning probe) for the current delta
     recovery_demo: dict | None = None  # grin_ui.recovery_demo.compare output for the current model and data
+    dynamics_demo: dict | None = None  # grin_ui.distribution_demo.compare output for the current model
     timings: dict[str, float] = field(default_factory=dict)  # seconds of steps done outside a run (scoring)
     teach: dict = field(default_factory=dict)  # knowledge checks and the taught model's directory
     notices: list[str] = field(default_factory=list)  # things the visitor should be told once
@@ -91,6 +92,7 @@ class Session:
         self.baselines = {}
         self.timings = {}
         self.recovery_demo = None
+        self.dynamics_demo = None
         self.clear_evaluations()
         self.clear_unlearned()
 

@@ -111,10 +111,15 @@ def test_first_visit_journey(page):
     page.get_by_role("radio", name="tensor").check()
     wait_text(page, "top p of each weight matrix", 30_000)
 
-    # 5 · unlearn with the defaults
+    # 5 · unlearn with the defaults, recording the dynamics: their three views appear under the loss curves
     tab(page, "5 · Unlearn")
+    page.get_by_label("Record dynamics every N steps (0 = off)").fill("2")
     page.get_by_role("button", name="Run unlearning").click()
     wait_text(page, "Done.")
+    wait_text(page, "Dynamics: forget at the holdout level", 30_000)
+    for title in ("Per-example answer log-probability over the steps", "Trade-off over the steps",
+                  "Steps to forget vs memorization (one point per forget example)"):
+        wait_text(page, title, 30_000)
     shot(page, "05-unlearn")
 
     # 6 · compare

@@ -179,3 +179,12 @@ def test_dashboard_and_cli_write_one_report(served, tiny_dir, tmp_path, monkeypa
     assert main(shlex.split(line)[1:]) == 0
     again = json.loads((folder / "rerun" / "report.json").read_text())
     assert again["config"] == dash["config"] and without_seconds(again["eval"]) == without_seconds(dash["eval"])
+
+
+def test_dynamics_preset_through_the_server(served):
+    """The Unlearn tab's in- vs out-of-distribution preset (built-in data, default settings) over the API."""
+    url, _ = served
+    status, table, fig = client(url).predict(api_name="/dynamics_preset")
+    assert status.startswith("gradient ascent, grin 1 %, lr 0.0005, 24 steps")
+    assert [r[:2] for r in rows(table)] == [["in-distribution", 8], ["out-of-distribution", 8]]
+    assert fig is not None

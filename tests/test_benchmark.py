@@ -38,6 +38,7 @@ def test_quick_benchmark_on_tiny_model(tiny_dir, tmp_path):
     assert set(res["skipped"]) == {"serve", "walkthrough"}
     assert res["optimizer_state_bytes_per_masked_entry"] == 8.0  # m and v, fp32, per masked entry
     assert 0 < res["masked_entries"] < res["scored_weights"]
+    assert res["masked_row_step_ratio"] > 0 and res["masked_row_gradient_tensors"] > 0  # grin_ui.rowgrad in use
     for kind in ("nf4", "fp4", "int8", "rtn4"):
         assert res[f"probe_{kind}_s"] > 0
     assert res["machine"]["cpu_count"] >= 1 and res["machine"]["torch_threads"] == 1

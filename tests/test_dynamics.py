@@ -64,6 +64,13 @@ def test_summary_numbers_on_a_constructed_record():
     # gaps Δretain − Δforget: 0, (−0.2) − (−0.9) = 0.7, (−0.1) − (−2.9) = 2.8; trapezoid over 4 steps / 4
     assert abs(s["selectivity_area"] - (2 * 0.35 + 2 * 1.75) / 4) < 1e-12
     assert abs(s["forget_change"] + 2.9) < 1e-12 and s["memorization_spearman"] is None
+    assert s["difficulty_spearman"] is None and dyn["forget_examples"][0]["difficulty"] is None
+    # difficulty: the answer probability under a reference model that never saw the example
+    dyn["reference_logprobs"] = [-3.0, -1.0]
+    assert [e["difficulty"] for e in forget_examples(dyn)] == [math.exp(-3.0), math.exp(-1.0)]
+    from grin_ui.dynamics import holdout_level
+
+    assert holdout_level(dyn) == math.exp(-9.0)
 
 
 def test_cli_writes_dynamics_and_spunge_into_report(tiny_dir, tmp_path):
@@ -77,7 +84,9 @@ def test_cli_writes_dynamics_and_spunge_into_report(tiny_dir, tmp_path):
             "--lr", "5e-3", "--objective", "npo", "--probes", "", "--no-utility", "--split-by", "attribute",
             "--merge", "average", "--dynamics", "2"]
     unsplit = [a if a != "24" else "60" for a in args[:-6]]  # the unsplit run: a budget that reaches the holdout level
-    assert main(unsplit + ["--dynamics", "4", "--neighbours", write_jsonl(tmp_path / "n.jsonl", tiny.RETAIN[:4])]) == 0
+    # the reference model is the original itself here: each example's difficulty must equal its memorization
+    assert main(unsplit + ["--dynamics", "4", "--neighbours", write_jsonl(tmp_path / "n.jsonl", tiny.RETAIN[:4]),
+                           "--reference", d]) == 0
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     validate_report(rep)
     dyn = rep["dynamics"]
@@ -88,6 +97,8 @@ def test_cli_writes_dynamics_and_spunge_into_report(tiny_dir, tmp_path):
     mem = [e["memorization"] for e in dyn["forget_examples"]]  # = §4 answer probability, example by example
     assert [round(m, 6) for m in mem] == [round(e["answer_prob"], 6)
                                           for e in rep["eval"]["original"]["forget"]["examples"]]
+    assert [e["difficulty"] for e in dyn["forget_examples"]] == mem
+    assert dyn["summary"]["difficulty_spearman"] == dyn["summary"]["memorization_spearman"]
     assert "Unlearning dynamics per example" in (tmp_path / "out" / "report.html").read_text()
     assert main(args) == 0
     rep = json.loads((tmp_path / "out" / "report.json").read_text())

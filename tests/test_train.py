@@ -197,3 +197,58 @@ def test_masked_training_of_a_bf16_model_accumulates_small_updates(tiny_lm, tiny
     ratio = moved16.norm() / moved32.norm()
     cosine = torch.dot(moved16, moved32) / (moved16.norm() * moved32.norm())
     assert 0.8 < ratio < 1.25 and cosine > 0.85
+
+
+def test_row_scope_computes_only_the_selected_rows_and_trains_as_the_dense_gradient(tiny_lm, tiny_sets):
+    """grin_ui.rowgrad: at the row scope each masked linear weight gets grad_y[:, rows]ᵀ·x for its selected rows and
+    zero elsewhere — the same selected-row gradient as autograd's dense product — so training is unchanged."""
+    from grin_ui.rowgrad import row_gradients, selected_rows
+
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    s = compute_scores(model, tok, tiny_sets["forget"], tiny_sets["retain"], keep_forget_saliency=False)
+    mask = build_mask(scored_parameters(model), s, MaskConfig("grin", 0.1, "row"))
+    assert all(selected_rows(m) is not None for m in mask.masks.values())
+    assert selected_rows(torch.tensor([[True, False], [False, False]])) is None  # a partly selected row
+    from grin_ui.data import batches, encode
+    from grin_ui.objectives import nll
+
+    batch = next(iter(batches(encode(tiny_sets["forget"], tok).items, 8, tok.pad_token_id)))
+    params = dict(model.named_parameters())
+    for p in params.values():
+        p.requires_grad_(False)
+    for n in mask.masks:
+        params[n].requires_grad_(True)
+    nll(model, batch).backward()
+    dense = {n: params[n].grad.clone() for n in mask.masks}
+    for p in params.values():
+        p.grad = None
+    with row_gradients(model, mask.masks) as patched:
+        assert patched == [n for n in mask.masks if params[n].dim() == 2]
+        nll(model, batch).backward()
+    for n, m in mask.masks.items():
+        g = params[n].grad
+        assert torch.allclose(g[m], dense[n][m], atol=1e-6, rtol=1e-4), n
+        assert not g[~m].any(), n  # unselected rows: never computed
+    assert all("forward" not in vars(mod) for mod in model.modules())  # the class forward is back
+    for p in params.values():
+        p.grad = None
+    # a whole masked run: row-gradient training (train_masked patches the layers) equals the dense one
+    before = weights(model)
+    cfg = UnlearnConfig(objective="grad_diff", lr=5e-3, steps=3, batch_size=6)
+    res = unlearn(model, tok, tiny_sets["forget"], tiny_sets["retain"], mask, cfg, seed=0)
+    assert res.stats["row_gradient_tensors"] == len(patched)
+    rows_run = weights(model)
+    res.delta.undo(model)
+    import grin_ui.train as T
+
+    real = T.row_gradients
+    T.row_gradients = lambda model, masks: real(model, {})  # patch nothing: autograd's dense weight gradient
+    try:
+        res2 = unlearn(model, tok, tiny_sets["forget"], tiny_sets["retain"], mask, cfg, seed=0)
+    finally:
+        T.row_gradients = real
+    assert res2.stats["row_gradient_tensors"] == 0
+    for n, p in model.named_parameters():
+        assert torch.allclose(p, rows_run[n], atol=1e-5), n
+    res2.delta.undo(model)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())

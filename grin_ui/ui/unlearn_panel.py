@@ -4,12 +4,14 @@ import threading
 
 import gradio as gr
 
+from grin_ui import distribution_demo as DD
 from grin_ui import plots
 from grin_ui import session as S
 from grin_ui.config import MERGES, OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, MaskConfig, NoiseConfig, \
     RunConfig, SpungeConfig, UnlearnConfig
-from grin_ui.dynamics_plots import SPUNGE_HEADERS, dynamics_figures, dynamics_summary, spunge_rows
-from grin_ui.ui.common import explain, fmt, friendly, notices, reporter, session_of
+from grin_ui.dynamics_plots import SPUNGE_HEADERS, distribution_figure, dynamics_figures, dynamics_summary, \
+    spunge_rows
+from grin_ui.ui.common import cancel_button, explain, fmt, friendly, notices, reporter, session_of
 
 INTRO = """**Step 5 — unlearn.** GRIN adds a little noise to the selected weights, then fine-tunes **only those
 weights** with an unlearning objective while a *retain term* keeps the retain answers. Every other weight stays
@@ -26,6 +28,14 @@ OBJECTIVE_HELP = {"npo": "NPO", "simnpo": "SimNPO", "grad_ascent": "gradient asc
 BASELINE_HEADERS = ["selection", "weights changed", "forget hit rate ↓", "forget ROUGE-L ↓", "retain hit rate ↑",
                     "retain ROUGE-L ↑", "neighbours hit rate ↑", "neighbours ROUGE-L ↑", "seconds"]
 POLL_S = 0.5
+PRESET_INTRO = f"""**In- vs out-of-distribution forgetting (Baluta et al. 2024).** One click runs gradient ascent twice
+from the original model, with the same mask settings, learning rate ({DD.LR:g}) and budget ({DD.STEPS} steps), on
+built-in facts the bundled model knows (world-capitals): once on **8 capitals** — the same kind as most of the facts
+that must stay (*in-distribution*) — and once on **8 facts of other kinds** (solar system, nature and geography) of
+which no kept fact is (*out-of-distribution*). Every {DD.EVERY} steps it records each example's answer
+log-probability. The question: does forgetting data like the kept data cost more of the kept data, and does data
+unlike it take more steps? Your own data and unlearning are not touched. Takes a few minutes on a CPU."""
+PRESET_HEADERS = ["arm", "forget examples", *[h for _, h in DD.SUMMARY_COLUMNS]]
 
 
 def run_config(objective, selector, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed,
@@ -61,6 +71,15 @@ def run_summary(res) -> str:
                      f"{st['reference']} reference level — raise the steps or the learning rate. ")
     text += f"Timings: {t}. Go on to **Compare** to see what the model answers now."
     return text
+
+
+def preset_views(res: dict | None):
+    """(status, table rows, figure) of the in- vs out-of-distribution preset."""
+    if not res:
+        return "*Not run yet.*", [], distribution_figure(None)
+    rows = [[fmt(v) if isinstance(v, float) else ("never" if v is None else v) for v in row]
+            for row in DD.summary_rows(res)]
+    return DD.table_lines(res)[0], rows, distribution_figure(res)
 
 
 def baseline_rows(out: dict) -> list[list]:
@@ -157,6 +176,14 @@ class UnlearnPanel:
                                  title="Same objective and budget, different weight selection")
         return baseline_rows(out), fig
 
+    @friendly
+    def run_preset(self, request: gr.Request, progress=gr.Progress()):
+        s = session_of(self.store, request)
+        with s.action("in- vs out-of-distribution preset"):
+            res = S.dynamics_demo(self.store, s, progress=reporter(progress))
+        notices(s)
+        return preset_views(res)
+
     # ------------------------------------------------------------------ layout
 
     def build(self):
@@ -199,6 +226,16 @@ class UnlearnPanel:
             self.dyn_curves = gr.Plot(empty[0], label="Per-example curves")
             self.dyn_tradeoff = gr.Plot(empty[1], label="Trade-off curve")
             self.dyn_scatter = gr.Plot(empty[2], label="Steps to forget vs memorization")
+        with gr.Accordion("In- vs out-of-distribution forgetting (built-in preset)", open=False):
+            explain(PRESET_INTRO)
+            with gr.Row():
+                self.preset_btn = gr.Button("Run the in- vs out-of-distribution preset", variant="primary")
+                cancel_button(self.store, "cancel_dynamics_preset")
+            empty = preset_views(None)
+            self.preset_status = gr.Markdown(empty[0], label="Preset settings")
+            self.preset_table = gr.Dataframe(headers=PRESET_HEADERS, label="Dynamics summary per arm",
+                                             interactive=False)
+            self.preset_plot = gr.Plot(empty[2], label="In- vs out-of-distribution")
         with gr.Accordion("Baseline comparison (same objective and budget)", open=True):
             self.baseline_table = gr.Dataframe(headers=BASELINE_HEADERS, label="Baselines", interactive=False)
             self.baseline_plot = gr.Plot(plots.empty_figure("Click “Compare with baselines”."),
@@ -212,6 +249,8 @@ class UnlearnPanel:
         self.cancel_btn.click(self.cancel, None, self.status, api_name="cancel", concurrency_limit=None,
                               queue=False)
         self.reset_btn.click(self.reset, None, [self.curves, self.status], api_name="reset")
+        self.preset_btn.click(self.run_preset, None, [self.preset_status, self.preset_table, self.preset_plot],
+                              api_name="dynamics_preset")
         base_knobs = [k for k in knobs if k is not self.selector]
         self.baseline_btn.click(self.compare_baselines, base_knobs, [self.baseline_table, self.baseline_plot],
                                 api_name="baselines")
