@@ -21,7 +21,7 @@ import argparse
 import os
 import sys
 
-from grin_ui.config import MERGES, OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, GentleConfig, RelearnConfig
+from grin_ui.config import MERGES, OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, RelearnConfig
 from grin_ui.errors import GrinError
 
 SETS_HELP = {
@@ -276,56 +276,6 @@ def _run(args) -> int:
     return 0
 
 
-def _dynamics_demo(args) -> int:
-    import json
-    from pathlib import Path
-
-    from grin_ui import distribution_demo as dd
-    from grin_ui.models import load_model
-
-    if args.steps < 1 or args.every < 1 or not args.lr > 0:
-        raise GrinError("--steps and --every must be ≥ 1 and --lr > 0.")
-    cfg = dd.preset_config(args.lr, args.steps, args.every, args.seed)
-    lm = load_model(args.model, progress=_progress)
-    res = dd.compare(lm, cfg, progress=_progress)
-    print("\n".join(dd.table_lines(res)))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=1))
-        print(f"wrote {args.out}")
-    return 0
-
-
-def _recovery_demo(args) -> int:
-    import json
-    from pathlib import Path
-
-    from grin_ui import recovery_demo as rd
-    from grin_ui.data import load_file
-    from grin_ui.examples import SET_NAMES, load_example
-    from grin_ui.models import load_model
-
-    given = {n: getattr(args, n) for n in SET_NAMES if getattr(args, n, None)}
-    if given and "forget" not in given:
-        raise GrinError("Give the examples to forget with --forget FILE (or leave out every file for --example).")
-    sets = {n: load_file(p) for n, p in given.items()} if given else load_example(args.example)
-    sets = {n: list(s.records) for n, s in sets.items() if len(s)}
-    kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in rd.PROBE_KINDS]
-    if unknown:
-        raise GrinError(f"Unknown quantization probe '{unknown[0]}'; choose from {', '.join(rd.PROBE_KINDS)}.")
-    arms = {rd.GENTLE: rd.gentle_config(args.gentle_objective, args.gentle_lr, args.gentle_steps, args.seed),
-            rd.GRIN: rd.grin_config(args.seed)}
-    lm = load_model(args.model, progress=_progress)
-    res = rd.compare(lm, sets, arms, kinds, progress=_progress)
-    print("\n".join(rd.table_lines(res)))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(res, indent=1))
-        print(f"wrote {args.out}")
-    return 0
-
-
 def _report(args) -> int:
     from pathlib import Path
 
@@ -338,7 +288,7 @@ def _report(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from grin_ui import distribution_demo as dd
+    from grin_ui.cli_demos import add_demo_parsers
 
     p = argparse.ArgumentParser(
         prog="grin-ui",
@@ -420,32 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--clear", action="store_true", help="remove the cached evaluations and taught models")
     c.set_defaults(func=_cache)
 
-    d = sub.add_parser("recovery-demo", help="does quantization undo unlearning? gentle full fine-tuning vs GRIN, "
-                       "both probed under NF4 / FP4 / RTN int4 (grin_ui.recovery_demo)")
-    d.add_argument("--model", default="default", help="default, a hub id or a directory")
-    d.add_argument("--example", default="real-knowledge", help="built-in example used when no file is given")
-    for name in ("forget", "retain", "holdout"):
-        d.add_argument(f"--{name}", metavar="FILE", help=SETS_HELP[name])
-    d.add_argument("--kinds", default="nf4,fp4,rtn4", help="quantization probes (default nf4,fp4,rtn4)")
-    g = GentleConfig()
-    d.add_argument("--gentle-objective", choices=OBJECTIVES, default=g.objective,
-                   help=f"objective of the full fine-tuning arm (default {g.objective})")
-    d.add_argument("--gentle-lr", type=float, default=g.lr, help=f"its learning rate (default {g.lr:g})")
-    d.add_argument("--gentle-steps", type=int, default=g.steps,
-                   help=f"its fixed number of steps, stop-when-forgotten off (default {g.steps})")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", help="write the full result as JSON here")
-    d.set_defaults(func=_recovery_demo)
-
-    y = sub.add_parser("dynamics-demo", help="in- vs out-of-distribution forget sets under gradient ascent at the "
-                       "same budget, per-example dynamics side by side (grin_ui.distribution_demo)")
-    y.add_argument("--model", default="default", help="default, a hub id or a directory")
-    y.add_argument("--lr", type=float, default=dd.LR, help=f"learning rate of both arms (default {dd.LR:g})")
-    y.add_argument("--steps", type=int, default=dd.STEPS, help=f"fixed budget of both arms (default {dd.STEPS})")
-    y.add_argument("--every", type=int, default=dd.EVERY, help=f"record the dynamics every K steps (default {dd.EVERY})")
-    y.add_argument("--seed", type=int, default=0)
-    y.add_argument("--out", help="write the full result (both arms' dynamics) as JSON here")
-    y.set_defaults(func=_dynamics_demo)
+    add_demo_parsers(sub)
 
     o = sub.add_parser("report", help="re-render report.html from a report.json (checked against the schema)")
     o.add_argument("--from", dest="source", required=True, metavar="REPORT", help="the report.json to render")

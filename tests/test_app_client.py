@@ -69,7 +69,9 @@ def test_whole_journey(served):
     assert any(r[:2] == ["forget", "answer hit rate"] for r in rows(table))
     assert "Forget set (6 questions)" in generations
     before, after = c.predict("Where was Velmora Quist born?", api_name="/ask_both")
-    assert before is not None and after is not None
+    fact = next(r for r in tiny.FORGET if r.question == "Where was Velmora Quist born?")
+    said = ["".join(t["token"] if isinstance(t, dict) else t[0] for t in h) for h in (before, after)]
+    assert fact.keywords[0] in said[0] and said[1].strip(), said  # the original states the fact; both answered
     probe_table, rec, bars, rec_plot, surv, shown = c.predict(["rtn4"], api_name="/probe")
     assert rows(rec)[0][0] == "rtn4"
     rl_summary, rl_table, rl_plot = c.predict(api_name="/relearn")
@@ -187,4 +189,5 @@ def test_dynamics_preset_through_the_server(served):
     status, table, fig = client(url).predict(api_name="/dynamics_preset")
     assert status.startswith("gradient ascent, grin 1 %, lr 0.0005, 24 steps")
     assert [r[:2] for r in rows(table)] == [["in-distribution", 8], ["out-of-distribution", 8]]
-    assert fig is not None
+    traces = json.loads(fig["plot"])["data"]  # per arm: the mean curve of forget, retain, neighbours, holdout
+    assert len(traces) == 2 * 4 and {t["name"] for t in traces} == {"forget", "retain", "neighbours", "holdout"}
