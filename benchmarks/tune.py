@@ -69,11 +69,14 @@ def configure(name: str, extra: list[str]):
 
 
 def load_sets(example: str) -> dict:
+    """A built-in example by name, ``heldout:NAME`` (benchmarks/heldout/NAME) or ``dir:PATH`` (a folder of
+    forget/retain/holdout/neighbours .jsonl files)."""
     from grin_ui.data import load_file
     from grin_ui.examples import SET_NAMES, load_example
 
-    if example.startswith("heldout:"):
-        folder = ROOT / "benchmarks" / "heldout" / example.split(":", 1)[1]
+    if example.startswith(("heldout:", "dir:")):
+        kind, name = example.split(":", 1)
+        folder = ROOT / "benchmarks" / "heldout" / name if kind == "heldout" else Path(name)
         return {n: load_file(folder / f"{n}.jsonl") for n in SET_NAMES if (folder / f"{n}.jsonl").is_file()
                 and (folder / f"{n}.jsonl").stat().st_size}
     return load_example(example)
@@ -105,25 +108,33 @@ def summarize(ev: dict, before: dict) -> dict:
     return out
 
 
-def run_example(example: str, settings: list[str], seeds: list[int], extra: list[str], out: Path, done: set):
-    import torch
-
-    from grin_ui.evaluate import add_gibberish, evaluate_sets
-    from grin_ui.influence import Scores, compute_scores
+def model_for(example: str, sets: dict, spec: str = "default"):
+    """The model an example is unlearned from: ``spec``, or for fictitious-authors the model taught its facts
+    (grin_ui.teach.teach_cached: taught once, then loaded from the cache)."""
     from grin_ui.models import load_model
-    from grin_ui.pipeline import unlearn_pipeline
 
-    todo = [(s, seed) for s in settings for seed in seeds if (example, s, seed) not in done]
-    if not todo:
-        return
-    sets = records(load_sets(example))
-    lm = load_model("default", device="cpu")
+    lm = load_model(spec, device="cpu")
     if example == "fictitious-authors":
         from grin_ui.teach import teach_cached
 
         path, _ = teach_cached(lm, sets["forget"], sets.get("retain", []),
                                progress=lambda f, m: print(f"[teach] {m}", file=sys.stderr))
         lm = load_model(str(path), device="cpu")
+    return lm
+
+
+def run_example(example: str, settings: list[str], seeds: list[int], extra: list[str], out: Path, done: set):
+    import torch
+
+    from grin_ui.evaluate import add_gibberish, evaluate_sets
+    from grin_ui.influence import Scores, compute_scores
+    from grin_ui.pipeline import unlearn_pipeline
+
+    todo = [(s, seed) for s in settings for seed in seeds if (example, s, seed) not in done]
+    if not todo:
+        return
+    sets = records(load_sets(example))
+    lm = model_for(example, sets)
     model, tok = lm.model, lm.tokenizer
     base = configure("default", [])
     cache = out.parent / "tune-cache" / example.replace(":", "-")

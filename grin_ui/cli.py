@@ -21,7 +21,8 @@ import argparse
 import os
 import sys
 
-from grin_ui.config import MERGES, OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, RelearnConfig
+from grin_ui.config import MERGES, NORMALIZATIONS, OBJECTIVES, RETAIN_LOSSES, SCOPES, SELECTORS, STATISTICS, \
+    RelearnConfig
 from grin_ui.errors import GrinError
 
 SETS_HELP = {
@@ -100,7 +101,8 @@ def _teach(args) -> int:
 
 OVERRIDES = (  # (section or None for the top level, field, argparse dest)
     ("unlearn", "objective", "objective"), ("mask", "selector", "selector"), ("mask", "sparsity", "sparsity"),
-    ("mask", "scope", "scope"), ("noise", "scale", "noise"), ("unlearn", "steps", "steps"), ("unlearn", "lr", "lr"),
+    ("mask", "scope", "scope"), ("mask", "normalize", "normalize"), ("score", "statistic", "score_statistic"),
+    ("noise", "scale", "noise"), ("unlearn", "steps", "steps"), ("unlearn", "lr", "lr"),
     ("unlearn", "alpha", "alpha"), ("unlearn", "retain_loss", "retain_loss"), (None, "seed", "seed"),
     ("relearn", "steps", "relearn_steps"), ("relearn", "lr", "relearn_lr"),
     ("relearn", "train_fraction", "relearn_fraction"),
@@ -322,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--selector", choices=SELECTORS)
     r.add_argument("--sparsity", type=float, help="fraction of scored weights selected (default 0.01)")
     r.add_argument("--scope", choices=SCOPES)
+    r.add_argument("--normalize", choices=NORMALIZATIONS,
+                   help="tensor: divide each tensor's scores by its median before the global threshold (default none)")
+    r.add_argument("--score-statistic", choices=STATISTICS,
+                   help="GRI gradient statistic: abs-sum |Σg| (default, the paper's), sum-abs Σ|g| per example, "
+                        "fisher Σg² per example")
     r.add_argument("--noise", type=float, help="noise scale kappa (0 disables)")
     r.add_argument("--steps", type=int)
     r.add_argument("--lr", type=float)

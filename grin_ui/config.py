@@ -10,7 +10,9 @@ from dataclasses import asdict, dataclass, field
 
 OBJECTIVES = ("grad_ascent", "grad_diff", "npo", "simnpo", "idk", "flat")
 RETAIN_LOSSES = ("nll", "kl")
-SELECTORS = ("grin", "none", "random", "forget-saliency")
+SELECTORS = ("grin", "none", "random", "forget-saliency", "magnitude")
+STATISTICS = ("abs-sum", "sum-abs", "fisher")  # GRI gradient statistics (grin_ui.influence)
+NORMALIZATIONS = ("none", "tensor")  # score normalisation before a global threshold (grin_ui.mask)
 SCOPES = ("global", "tensor", "row")
 NOISE_MODES = ("relative", "absolute")
 MERGES = ("average", "ties")  # SPUNGE delta merges (grin_ui.spunge)
@@ -42,15 +44,17 @@ class ScoreConfig:
     include_biases: bool = False  # opt-in: biases
     focus_fact: bool = True  # forget gradient over the answer tokens that carry the fact (data.fact_span; our choice)
     score_dtype: str = "auto"  # auto (bfloat16 for 16-bit weights on CUDA, else float32) | float32 | bfloat16
+    statistic: str = "abs-sum"  # abs-sum: |Σ_batches g| (the paper) | sum-abs: Σ_examples |g| | fisher: Σ_examples g²
 
 
 @dataclass
 class MaskConfig:
     """Which weights may change (SPEC §3.2, §3.6)."""
 
-    selector: str = "grin"  # grin | none (all weights) | random | forget-saliency (|G_f| alone)
+    selector: str = "grin"  # grin | none (all weights) | random | forget-saliency (|G_f| alone) | magnitude (|w|)
     sparsity: float = 0.01  # fraction of scored weights selected
     scope: str = "global"  # global | tensor | row
+    normalize: str = "none"  # none | tensor: each tensor's scores divided by their median before a global threshold
 
 
 @dataclass

@@ -8,6 +8,11 @@ For every scored weight θ_i:
 NLL is taken on the answer tokens for question/answer records and on every token for raw text (labels from
 :func:`grin_ui.data.encode`). The dashboard shows log10(score).
 
+``ScoreConfig.statistic`` picks the gradient statistic of both sides (variants, our choice where the paper is silent):
+``abs-sum`` = |Σ_batches g| above (the paper's); ``sum-abs`` = Σ_examples |g_e| (per-example gradients, so that
+examples pulling a weight in opposite directions do not cancel); ``fisher`` = Σ_examples g_e² (a ratio of empirical
+Fisher information). The per-example statistics cost one backward pass per example instead of per batch.
+
     scores = compute_scores(model, tokenizer, forget, retain, ScoreConfig())
     scores.tensor_table(); scores.block_module_matrix(); scores.log10_histogram(60)
 
@@ -33,7 +38,7 @@ from dataclasses import dataclass, field
 import torch
 
 from grin_ui import cancel
-from grin_ui.config import ScoreConfig
+from grin_ui.config import STATISTICS, ScoreConfig
 from grin_ui.data import Record, batches, encode
 from grin_ui.errors import GrinError
 from grin_ui.memplan import resolve_score_dtype
@@ -196,6 +201,7 @@ class Scores:
     index: ScoreIndex | None = None
     _saliency_index: ScoreIndex | None = field(default=None, repr=False)
     _row_means: dict = field(default_factory=dict, repr=False)
+    _normalized: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if self.index is None:
@@ -213,6 +219,16 @@ class Scores:
         if self._saliency_index is None:
             self._saliency_index = ScoreIndex.build(self.forget_saliency)
         return self._saliency_index
+
+    def normalized(self, which: str = "grin") -> tuple[dict[str, torch.Tensor], ScoreIndex]:
+        """The scores (or |G_f|) with each tensor divided by its median (grin_ui.mask, ``normalize="tensor"``) and
+        their index; built on first use and cached (one more copy of the scores)."""
+        if which not in self._normalized:
+            if which != "grin" and self.forget_saliency is None:
+                raise GrinError("These scores were computed without the forget-saliency baseline.")
+            src = median_normalized(self.scores if which == "grin" else self.forget_saliency)
+            self._normalized[which] = (src, ScoreIndex.build(src))
+        return self._normalized[which]
 
     def row_means(self, which: str = "grin") -> dict[str, torch.Tensor]:
         """Mean score of each output row (dim 0) of every tensor: name -> float32 [rows]; a 1-D tensor's rows are
@@ -268,6 +284,17 @@ class Scores:
         return edges.tolist(), out.tolist()
 
 
+def median_normalized(src: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Each tensor divided by its median (its mean when the median is 0; an all-zero tensor is copied as it is)."""
+    out = {}
+    for n, t in src.items():
+        scale = float(t.float().median())
+        if not scale > 0:
+            scale = float(t.float().mean())
+        out[n] = t / scale if scale > 0 else t.clone()
+    return out
+
+
 def block_module_grid(values: dict[str, float]) -> tuple[list[int], list[str], list[list[float | None]]]:
     """Arrange per-tensor values on a block × module grid: (blocks, modules in first-seen order, grid)."""
     cells, modules = {}, []
@@ -285,16 +312,34 @@ def block_module_grid(values: dict[str, float]) -> tuple[list[int], list[str], l
 # ---------------------------------------------------------------------------------------------- computing
 
 
-def _accumulate_grads(model, items, batch_size: int, pad_id: int, progress, done: int, total: int, label: str):
+def _accumulate_grads(model, items, batch_size: int, pad_id: int, progress, done: int, total: int, label: str,
+                      statistic: str = "abs-sum", params=()):
+    """Gradients of ``items`` into the parameters' ``.grad``: Σ over batches of g (abs-sum), or, one example at a
+    time, Σ |g_e| (sum-abs) or Σ g_e² (fisher) of ``params`` — left in ``.grad`` too (already non-negative)."""
     device = input_device(model)
-    for batch in batches(items, batch_size, pad_id):
+    per_example = statistic != "abs-sum"
+    acc: dict[int, torch.Tensor] = {}
+    for batch in batches(items, 1 if per_example else batch_size, pad_id):
         cancel.check()
         batch = {k: v.to(device) for k, v in batch.items()}
         if (batch["labels"] != -100).any():
             nll(model, batch).backward()  # mean NLL over the label tokens, logits only where needed
+            if per_example:
+                for _, p in params:
+                    if p.grad is None:
+                        continue
+                    g = p.grad.abs_() if statistic == "sum-abs" else p.grad.square_()
+                    if id(p) in acc:
+                        acc[id(p)].add_(g)
+                    else:
+                        acc[id(p)] = g.clone()
+                    p.grad = None
         done += len(batch["input_ids"])
         if progress:
             progress(done, total, f"{label} gradients: {done}/{total} examples")
+    for _, p in params:
+        if id(p) in acc:
+            p.grad = acc.pop(id(p))
     return done
 
 
@@ -316,6 +361,8 @@ def compute_scores(model: torch.nn.Module, tokenizer, forget: list[Record], reta
         raise GrinError("GRI scoring needs a retain set (the score is a ratio of forget to retain gradients).")
     if cfg.eps_rel < 0:
         raise GrinError(f"The score epsilon must be ≥ 0 (got eps_rel={cfg.eps_rel}).")
+    if cfg.statistic not in STATISTICS:
+        raise GrinError(f"Unknown score statistic '{cfg.statistic}'; use one of {', '.join(STATISTICS)}.")
     params = scored_parameters(model, cfg)
     if not params:
         raise GrinError("This model has no weights to score (no 2-D weights inside recognisable transformer blocks).")
@@ -334,13 +381,14 @@ def compute_scores(model: torch.nn.Module, tokenizer, forget: list[Record], reta
             p.requires_grad_(id(p) in scored)
             p.grad = None
         # forget pass: G_f accumulates in .grad, then becomes |G_f| in place (the .grad tensor itself is kept)
-        done = _accumulate_grads(model, f_items, cfg.batch_size, pad, progress, 0, total, "forget")
+        done = _accumulate_grads(model, f_items, cfg.batch_size, pad, progress, 0, total, "forget", cfg.statistic,
+                                 params)
         for name, p in params:
             g = p.grad if p.grad is not None else torch.zeros_like(p)
             p.grad = None
             forget_abs[name] = g.to(sdt).abs_().nan_to_num_(0.0, 0.0, 0.0)
         # retain pass into fresh .grad
-        _accumulate_grads(model, r_items, cfg.batch_size, pad, progress, done, total, "retain")
+        _accumulate_grads(model, r_items, cfg.batch_size, pad, progress, done, total, "retain", cfg.statistic, params)
         retain_abs: dict[str, torch.Tensor] = {}
         l1 = 0.0
         for name, p in params:

@@ -105,12 +105,13 @@ def select(scores: Scores, cfg: RunConfig, params=None) -> Mask:
 
 
 def unlearn(lm: LoadedModel, sets: dict, cfg: RunConfig, progress=None, cancel=None, scores: Scores | None = None,
-            on_step=None, reference: LoadedModel | None = None) -> GrinResult:
+            on_step=None, reference: LoadedModel | None = None, dynamics_examples: int | None = None) -> GrinResult:
     """Score (unless ``scores`` are given), select, add noise and unlearn (grin_ui.pipeline) on forget and retain;
     the holdout set feeds the stopping check; neighbours are never used. On return ``lm.model`` holds the original
     weights again and ``result.delta`` the unlearning. A cancelled run returns ``cancelled=True`` and no delta.
     on_step(step, steps, forget_term, retain_term) hears every training step. ``reference``: a model that never saw
-    the forget set, scored for the dynamics' per-example difficulty (only when dynamics are recorded)."""
+    the forget set, scored for the dynamics' per-example difficulty (only when dynamics are recorded).
+    ``dynamics_examples``: at most this many examples per set in the dynamics (default grin_ui.dynamics.MAX_EXAMPLES)."""
     recs = check_sets(sets, cfg)
     say = _say(progress)
     if cfg.spunge.split_by:  # split–unlearn–merge: one run per subset, merged delta (grin_ui.spunge)
@@ -121,7 +122,8 @@ def unlearn(lm: LoadedModel, sets: dict, cfg: RunConfig, progress=None, cancel=N
     if cfg.unlearn.dynamics_every > 0:  # every set, neighbours included (grin_ui.dynamics)
         from grin_ui.dynamics import DynamicsRecorder
 
-        dynamics = DynamicsRecorder.build(lm.tokenizer, recs, cfg.unlearn.dynamics_every, cfg.limits.max_tokens)
+        dynamics = DynamicsRecorder.build(lm.tokenizer, recs, cfg.unlearn.dynamics_every, cfg.limits.max_tokens,
+                                          **({"max_examples": dynamics_examples} if dynamics_examples else {}))
         if reference is not None:
             dynamics.reference(reference.model)
     timings: dict[str, float] = {}

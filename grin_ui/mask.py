@@ -4,7 +4,12 @@
     mask.selected, mask.total, mask.density_by_tensor(), mask.block_module_density()
 
 Selectors: ``grin`` (GRI scores), ``forget-saliency`` (|G_f| alone), ``random`` (seeded, exactly as many weights as
-``grin`` selects at the same sparsity and scope), ``none`` (every scored weight).
+``grin`` selects at the same sparsity and scope), ``magnitude`` (the largest |w|: a baseline that ignores the data;
+our choice of direction), ``none`` (every scored weight).
+
+``MaskConfig.normalize = "tensor"`` (our choice): before a global threshold, each tensor's scores are divided by that
+tensor's median score (its mean when the median is 0), so that no tensor wins the selection only because its scores
+are larger overall. It changes nothing for the tensor and row scopes (their rankings are within a tensor).
 
 Scopes, with p the sparsity:
   * global: the k = max(1, round(p·total)) highest scores over all scored weights;
@@ -28,9 +33,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from grin_ui.config import SCOPES, SELECTORS, MaskConfig
+from grin_ui.config import NORMALIZATIONS, SCOPES, SELECTORS, MaskConfig
 from grin_ui.errors import GrinError
-from grin_ui.influence import ScoreIndex, Scores, bin_lower, block_module_grid
+from grin_ui.influence import ScoreIndex, Scores, bin_lower, block_module_grid, median_normalized
 
 
 @dataclass
@@ -205,6 +210,10 @@ def build_mask(params: list[tuple[str, torch.nn.Parameter]] | None, scores: Scor
         raise GrinError("Building a mask needs the scored parameters or the scores.")
     if cfg.selector in ("grin", "forget-saliency") and scores is None:
         raise GrinError(f"The '{cfg.selector}' selector needs GRI scores: compute the influence map first.")
+    if cfg.selector == "magnitude" and not params:
+        raise GrinError("The 'magnitude' selector needs the scored parameters (their values).")
+    if cfg.normalize not in NORMALIZATIONS:
+        raise GrinError(f"Unknown score normalisation '{cfg.normalize}'; use one of {', '.join(NORMALIZATIONS)}.")
     numels = {n: math.prod(s) for n, (s, _) in shapes.items()}
     total = sum(numels.values())
     p = cfg.sparsity
@@ -238,9 +247,17 @@ def build_mask(params: list[tuple[str, torch.nn.Parameter]] | None, scores: Scor
                 masks[n] = _row_mask(s, torch.randperm(rows, generator=g)[:k], d)
                 counts[n] = k * (numels[n] // rows)
     else:
-        which = "grin" if cfg.selector == "grin" else "forget-saliency"
-        src = scores.scores if which == "grin" else scores.forget_saliency
-        index = scores.index if which == "grin" else scores.saliency_index()
+        which = cfg.selector
+        if which == "magnitude":
+            src = {n: p.detach().abs().float() for n, p in params}
+            if cfg.normalize == "tensor" and cfg.scope == "global":
+                src = median_normalized(src)
+            index = ScoreIndex.build(src) if cfg.scope != "row" else None
+        elif cfg.normalize == "tensor" and cfg.scope == "global":
+            src, index = scores.normalized(which)
+        else:
+            src = scores.scores if which == "grin" else scores.forget_saliency
+            index = scores.index if which == "grin" else scores.saliency_index()
         masks, counts = {}, {}
         if cfg.scope == "global":
             k = target_count(p, total)
@@ -254,7 +271,8 @@ def build_mask(params: list[tuple[str, torch.nn.Parameter]] | None, scores: Scor
                     masks.update(m)
                     counts.update(c)
         else:
-            means = scores.row_means(which)
+            means = (scores.row_means(which) if which != "magnitude" else
+                     {n: t.reshape(t.shape[0], -1).mean(1) if t.dim() > 1 else t for n, t in src.items()})
             for n, (s, d) in shapes.items():
                 rows = s[0]
                 k = _round(p * rows)

@@ -239,6 +239,26 @@ def metrics_bars(states: dict[str, dict], metrics: Sequence[str] = ("answer_hit_
     return _layout(fig, title, barmode="group", legend=dict(orientation="h", y=-0.3), height=400)
 
 
+def interval_bars(groups: dict[str, dict], metrics: dict[str, str], title: str = "Mean and 95 % interval"
+                  ) -> go.Figure:
+    """One group per metric (``metrics``: key -> label), one bar per entry of ``groups`` (label -> {metric: {mean,
+    lo, hi}} as grin_ui.selection_compare.interval gives), the 95 % interval as error bars (none for one value)."""
+    if not groups:
+        return empty_figure("Nothing to compare yet.")
+    fig = go.Figure()
+    for i, (label, vals) in enumerate(groups.items()):
+        ivs = [(vals.get(m) or {}) for m in metrics]
+        ys = [_clean(iv.get("mean")) for iv in ivs]
+        up = [None if iv.get("hi") is None else iv["hi"] - iv["mean"] for iv in ivs]
+        down = [None if iv.get("lo") is None else iv["mean"] - iv["lo"] for iv in ivs]
+        fig.add_trace(go.Bar(x=list(metrics.values()), y=ys, name=label,
+                             marker_color=STATE_COLORS[i % len(STATE_COLORS)],
+                             error_y=dict(type="data", array=up, arrayminus=down, visible=True),
+                             hovertemplate=label + "<br>%{x}: %{y:.3g}<extra></extra>"))
+    fig.update_yaxes(title="mean over seeds (1 = as before for kept)", rangemode="tozero")
+    return _layout(fig, title, barmode="group", legend=dict(orientation="h", y=-0.3), height=420)
+
+
 def recovery_bars(recovery: dict[str, dict], title: str = "Forgotten knowledge recovered by quantization (%)"
                   ) -> go.Figure:
     """``recovery[probe][metric]``: percent or None (undefined); one group per metric, one bar per probe."""

@@ -150,67 +150,64 @@ def ask(store: SessionStore, session: Session, questions: list[str], unlearned: 
                               unlearned=unlearned)
 
 
-BASELINES = (  # (label, selector, noise on)
-    ("GRIN (GRI mask + noise)", "grin", True),
-    ("GRI mask, no noise", "grin", False),
-    ("random mask", "random", True),
-    ("forget-only saliency", "forget-saliency", True),
-    ("no mask (all weights)", "none", False),
+BASELINES = (  # (label, selection of grin_ui.selection_compare)
+    ("GRIN (GRI mask + noise)", "grin"),
+    ("GRI mask, no noise", "grin-no-noise"),
+    ("random mask", "random"),
+    ("forget-only saliency", "forget-saliency"),
+    ("largest weights", "magnitude"),
+    ("no mask (all weights)", "none"),
 )
-BASELINE_METRICS = ("answer_hit_rate", "rougeL_recall", "answer_prob")
+BASELINE_METRICS = ("forget_hit", "retain_kept", "neighbours_kept", "kept_ends", "forget_gibberish", "changed",
+                    "seconds")
 
 
 def baselines(store: SessionStore, session: Session, cfg: RunConfig, progress=None,
-              variants=BASELINES) -> dict[str, dict]:
-    """Same objective and budget, different selection (SPEC §3.6): each variant is journey.unlearn from the original
-    model, then journey.evaluate of every set but the holdout (no utility). Returns label -> {selector, noise,
-    selected, total, <set>: headline metrics, seconds}, plus "original"; kept in ``session.baselines``. The
-    session's own delta is untouched."""
+              variants=BASELINES, seeds=(0, 1)) -> dict[str, dict]:
+    """Same objective and budget, different selection (SPEC §3.6), each at every seed of ``seeds``: the runs of
+    grin_ui.selection_compare.run_selection from the original model (its learning rate per selection: ``cfg``'s,
+    scaled as selection_compare.LR_FACTORS says for the unmasked run), evaluated on every set without truth ratios
+    or holdout answers. Returns label -> {selection, lr, seeds, runs, <metric>: {n, mean, lo, hi}} (95 % interval
+    over seeds); kept in ``session.baselines``. The session's own delta is untouched."""
     import time
+
+    from grin_ui import selection_compare as SC
 
     session.require("forget")
     say = _say(progress)
-    sets = {n: s for n, s in _sets(session).items() if n != "holdout"}
-    train_sets = _sets(session)  # the holdout feeds the stopping check of each run
-
-    def short(ev):
-        return {n: {k: ev[n][k] for k in BASELINE_METRICS} for n in sets if n in ev}
-
-    out: dict[str, dict] = {}
+    sets = _sets(session)  # the holdout feeds each run's stopping check and membership inference
+    base = SC.dashboard_config(cfg)
     scores = session.scores
-    for i, (label, selector, noise) in enumerate(variants):
+    if scores is None and any(journey.needs_scores(SC.selection_config(base, n, 0)) for _, n in variants):
+        scores = store.run_on_model(session, lambda lm: journey.score(lm, sets, base, progress=say),
+                                    progress=say, action="scoring")
+        store.store_scores(session, scores)
+    box: dict = {}
+    out: dict[str, dict] = {}
+    runs = [(label, name, seed) for label, name in variants for seed in seeds]
+    for i, (label, name, seed) in enumerate(runs):
         if session.cancel.is_set():
             break
-        c = copy.deepcopy(cfg)
-        c.mask.selector = selector
-        if not noise:
-            c.noise.scale = 0.0
-        lo, hi = i / len(variants), (i + 1) / len(variants)
+        c = SC.selection_config(base, name, seed)
+        lo, hi = i / len(runs), (i + 1) / len(runs)
 
-        def job(lm, c=c, label=label, lo=lo, hi=hi):
+        def job(lm, c=c, label=label, seed=seed, lo=lo, hi=hi):
             t0 = time.perf_counter()
-            if "original" not in out:
+            if "before" not in box:
                 say("Evaluating the original model", lo)
-                ev0 = journey.evaluate(lm, sets, c, utility=False)
-                out["original"] = {"selector": "—", "noise": False, "selected": 0, "total": None, **short(ev0),
-                                   "seconds": 0}
-            res = journey.unlearn(lm, train_sets, c, cancel=session.cancel, scores=scores,
-                                  progress=lambda m, f=None: say(f"{label} — {m}", lo + 0.8 * (hi - lo) * (f or 0)))
-            if res.cancelled or res.delta is None:
-                return res, None
-            say(f"{label} — evaluating", lo + 0.85 * (hi - lo))
-            ev = journey.evaluate(lm, sets, c, delta=res.delta, utility=False)
-            return res, {"selector": selector, "noise": c.noise.scale, "selected": res.mask.selected,
-                         "total": res.mask.total, **short(ev), "seconds": time.perf_counter() - t0}
+                box["before"] = journey.evaluate(lm, sets, c, utility=False)
+            row = SC.run_selection(lm, sets, c, box["before"], scores=scores, cancel=session.cancel,
+                                   progress=lambda m, f=None: say(f"{label}, seed {seed} — {m}",
+                                                                  lo + (hi - lo) * (f or 0)))
+            return row and {**row, "seconds": time.perf_counter() - t0}
 
-        res, row = store.run_on_model(session, job, progress=say, action="unlearning")
-        if res.scores is not None and scores is None and selector == "grin":
-            scores = res.scores
+        row = store.run_on_model(session, job, progress=say, action="unlearning")
         if row is None:
             break
-        out[label] = row
-    if scores is not None and session.scores is None:
-        store.store_scores(session, scores)
+        entry = out.setdefault(label, {"selection": name, "lr": c.unlearn.lr, "runs": []})
+        entry["runs"].append(row)
+        entry.update({"seeds": [r["seed"] for r in entry["runs"]], "selected": row["selected"],
+                      **{m: SC.interval([r.get(m) for r in entry["runs"]]) for m in BASELINE_METRICS}})
     session.baselines = out
     return out
 
@@ -315,11 +312,14 @@ def report(store: SessionStore, session: Session, progress=None, files: dict[str
 
 
 def _baseline_note(label: str, row: dict) -> str:
-    parts = [f"Baseline '{label}': {row.get('selected') or 0:,} weights changed"]
-    for name in SET_NAMES:
-        m = row.get(name)
-        if m:
-            parts.append(f"{name} hit rate {m['answer_hit_rate']:.3f}, ROUGE-L {m['rougeL_recall']:.3f}")
+    parts = [f"Baseline '{label}' ({row['selection']}, lr {row['lr']:g}, seeds {', '.join(map(str, row['seeds']))})"
+             f": {row.get('selected') or 0:,} weights selected"]
+    for key, what in (("forget_hit", "forget hit rate"), ("retain_kept", "retain kept"),
+                      ("neighbours_kept", "neighbours kept")):
+        iv = row.get(key) or {}
+        if iv.get("mean") is not None:
+            ci = f" (95 % interval {iv['lo']:.2f}–{iv['hi']:.2f})" if iv.get("lo") is not None else ""
+            parts.append(f"{what} {iv['mean']:.2f}{ci}")
     return "; ".join(parts) + "."
 
 

@@ -65,6 +65,13 @@ def test_whole_journey(served):
     curves, run_status, *_ = c.predict("npo", "grin", 1.0, "global", 0.1, 1e-3, 5, 1.0, "nll", 0, True,
                                        api_name="/unlearn")
     assert "**Done.**" in run_status
+    b_table, b_chart = c.predict("npo", 1.0, "global", 0.1, 1e-3, 3, 1.0, "nll", 0, False, 2, api_name="/baselines")
+    labels = [label for label, _ in S.BASELINES]
+    assert [r[0] for r in rows(b_table)] == labels and all(r[2] == 2 for r in rows(b_table))
+    assert rows(b_table)[-1][1] == "1e-05"  # no mask: 1/100 of the learning rate
+    assert all("±" in r[5] or r[5] == "—" for r in rows(b_table))  # retain kept: mean ± interval over 2 seeds
+    bars = json.loads(b_chart["plot"])["data"]
+    assert [t["name"] for t in bars] == labels and all(len(t["error_y"]["array"]) == 3 for t in bars)
     table, chart, generations = c.predict(False, api_name="/compare")
     assert any(r[:2] == ["forget", "answer hit rate"] for r in rows(table))
     assert "Forget set (6 questions)" in generations

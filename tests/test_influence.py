@@ -105,3 +105,39 @@ def test_scores_dataclass_from_plain_tensors():
     assert s.total == 4
     row = s.tensor_table()[0]
     assert row["max_log10"] == pytest.approx(2.0) and row["block"] == 0 and row["module"] == "up_proj"
+
+
+def per_example_gradients(model, tokenizer, records, focus=False):
+    """The gradient of each example's mean NLL alone (plain autograd), as a list of name -> tensor."""
+    out = []
+    for r in records:
+        out.append(hand_gradients(model, tokenizer, [r], 1, focus=focus))
+    return out
+
+
+@pytest.mark.parametrize("statistic", ["sum-abs", "fisher"])
+def test_per_example_statistics_equal_hand_computation(tiny_lm, tiny_sets, statistic):
+    """sum-abs = Σ_e |g_e| / (Σ_e |g_r,e| + ε) and fisher = Σ_e g_e² / (Σ_e g_r,e² + ε), ε from the retain side's
+    mean; both differ from the paper's |Σ g| (examples pull some weights in opposite directions)."""
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    cfg = ScoreConfig(batch_size=4, eps_rel=1e-3, statistic=statistic)
+    s = compute_scores(model, tok, tiny_sets["forget"], tiny_sets["retain"], cfg)
+    paper = compute_scores(model, tok, tiny_sets["forget"], tiny_sets["retain"], ScoreConfig(batch_size=4))
+    op = (lambda g: g.abs()) if statistic == "sum-abs" else (lambda g: g.square())
+    names = [n for n, _ in scored_parameters(model, cfg)]
+    f_stat = {n: sum(op(g[n]) for g in per_example_gradients(model, tok, tiny_sets["forget"], True)) for n in names}
+    r_stat = {n: sum(op(g[n]) for g in per_example_gradients(model, tok, tiny_sets["retain"])) for n in names}
+    eps = 1e-3 * torch.cat([r_stat[n].flatten() for n in names]).mean().item()
+    assert s.eps == pytest.approx(eps, rel=1e-4)
+    for n in names:
+        expected = f_stat[n] / (r_stat[n] + eps)
+        torch.testing.assert_close(s.scores[n], expected, rtol=1e-3, atol=1e-6 * expected.max().item())
+        torch.testing.assert_close(s.forget_saliency[n], f_stat[n], rtol=1e-3, atol=1e-6 * f_stat[n].max().item())
+    differs = sum(not torch.allclose(s.scores[n], paper.scores[n], rtol=1e-2) for n in names)
+    assert differs == len(names)
+
+
+def test_unknown_statistic(tiny_lm, tiny_sets):
+    with pytest.raises(GrinError, match="Unknown score statistic 'l3'"):
+        compute_scores(tiny_lm.model, tiny_lm.tokenizer, tiny_sets["forget"], tiny_sets["retain"],
+                       ScoreConfig(statistic="l3"))

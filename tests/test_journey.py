@@ -210,3 +210,21 @@ def test_relearn_is_not_a_quantization_kind(tiny_dir, tmp_path, capsys):
     assert "Unknown probe 'nf3'" in err and "rtn8, relearn" in err
     assert main(["run", "--model", tiny_dir, "--forget", forget, "--out", "o", "--relearn-fraction", "1.5"]) == 2
     assert "--relearn-fraction must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_cli_selection_variants(tiny_dir, tmp_path):
+    """The selection knobs of `grin-ui run`: the magnitude selector, per-tensor normalisation, the Fisher statistic
+    — recorded in the report, and the Fisher run's mask is not the default |Σg| one."""
+    reports = {}
+    for tag, flags in (("fisher", ["--score-statistic", "fisher", "--normalize", "tensor"]),
+                       ("plain", []), ("magnitude", ["--selector", "magnitude"])):
+        out = tmp_path / tag
+        assert main(["run", "--model", tiny_dir, *data_files(tmp_path), "--out", str(out), "--sparsity", "0.05",
+                     "--steps", "2", "--probes", "", "--no-utility", *flags]) == 0
+        reports[tag] = json.loads((out / "report.json").read_text())
+        validate_report(reports[tag])
+    fisher, plain, mag = reports["fisher"], reports["plain"], reports["magnitude"]
+    assert fisher["config"]["score"]["statistic"] == "fisher" and fisher["config"]["mask"]["normalize"] == "tensor"
+    assert mag["config"]["mask"]["selector"] == "magnitude" and mag["mask"]["selector"] == "magnitude"
+    assert fisher["mask"]["selected"] == plain["mask"]["selected"] == mag["mask"]["selected"]
+    assert fisher["mask"]["density"]["values"] != plain["mask"]["density"]["values"]

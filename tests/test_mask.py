@@ -145,3 +145,45 @@ def test_bad_mask_settings():
         build_mask([("w", torch.nn.Parameter(torch.zeros(2, 2)))], None, MaskConfig("grin", 0.1))
     with pytest.raises(GrinError, match="forget-saliency"):
         build_mask(None, Scores(dict(s.scores)), MaskConfig("forget-saliency", 0.1))
+
+
+def test_tensor_normalisation_ranks_by_score_over_tensor_median():
+    """normalize="tensor": a global top-k of score / median(score of its tensor). A tensor whose scores are all 1e8×
+    larger takes the whole selection without it, and only its share with it."""
+    s = make_scores(False)
+    boosted = {n: t * (1e8 if i == 1 else 1.0) for i, (n, t) in enumerate(s.scores.items())}
+    s = Scores(boosted, s.forget_saliency)
+    k = target_count(0.05, s.total)
+    plain = build_mask(None, s, MaskConfig("grin", 0.05, "global"))
+    assert set(plain.masks) == {NAMES[1]}
+    norm = build_mask(None, s, MaskConfig("grin", 0.05, "global", normalize="tensor"))
+    ref = brute_topk({n: t / t.median() for n, t in boosted.items()}, k)
+    assert norm.selected == k and all(torch.equal(full(norm, s.scores)[n], ref[n]) for n in NAMES)
+    assert len(norm.masks) == len(NAMES)
+    # the tensor and row scopes rank within a tensor: normalising changes nothing there
+    for scope in ("tensor", "row"):
+        a = build_mask(None, s, MaskConfig("grin", 0.05, scope))
+        b = build_mask(None, s, MaskConfig("grin", 0.05, scope, normalize="tensor"))
+        assert all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks) and a.masks.keys() == b.masks.keys()
+    sal = build_mask(None, s, MaskConfig("forget-saliency", 0.05, "global", normalize="tensor"))
+    ref = brute_topk({n: t / t.median() for n, t in s.forget_saliency.items()}, k)
+    assert all(torch.equal(full(sal, s.scores)[n], ref[n]) for n in NAMES)
+
+
+def test_magnitude_selects_largest_weights():
+    g = torch.Generator().manual_seed(3)
+    params = [(n, torch.nn.Parameter(torch.randn(s, generator=g)))
+              for n, s in zip(NAMES, [(16, 24), (24, 40), (16, 24), (24, 40)])]
+    values = {n: p.detach().abs() for n, p in params}
+    k = target_count(0.02, sum(t.numel() for t in values.values()))
+    m = build_mask(params, None, MaskConfig("magnitude", 0.02, "global"))
+    ref = brute_topk(values, k)
+    assert m.selected == k and all(torch.equal(full(m, values)[n], ref[n]) for n in NAMES)
+    rows = build_mask(params, None, MaskConfig("magnitude", 0.25, "row"))
+    for n, t in values.items():
+        top = set(t.mean(1).topk(round(0.25 * t.shape[0])).indices.tolist())
+        assert {i for i in range(t.shape[0]) if rows.masks[n][i].all()} == top
+    with pytest.raises(GrinError, match="needs the scored parameters"):
+        build_mask(None, make_scores(False), MaskConfig("magnitude", 0.02, "global"))
+    with pytest.raises(GrinError, match="Unknown score normalisation"):
+        build_mask(params, None, MaskConfig("magnitude", 0.02, "global", normalize="rank"))

@@ -188,3 +188,29 @@ def test_neighbours_change_only_the_evaluations(store):
     assert "neighbours" not in s.sets and s.evals == {} and s.delta is not None
     s.set_data("holdout", parse_text("Q: Why?\nA: So"))  # the holdout feeds the stopping check: results go
     assert s.scores is None and s.delta is None
+
+
+def test_baselines_over_seeds(store):
+    """The baseline comparison runs every selection at every seed from the original model (the session's scores,
+    data and results untouched), with a 95 % interval per metric; the report notes carry it."""
+    from grin_ui import session as S
+    from grin_ui.config import RunConfig
+    from tests import tiny
+
+    s = store.get("b")
+    for name, recs in (("forget", tiny.FORGET), ("retain", tiny.RETAIN), ("holdout", tiny.HOLDOUT)):
+        s.set_data(name, parse_text("\n".join(f"Q: {r.question}\nA: {r.answer}" for r in recs)))
+    cfg = RunConfig()
+    cfg.unlearn.steps, cfg.unlearn.stop_when_forgotten, cfg.eval.max_new_tokens = 3, False, 8
+    variants = (("GRIN", "grin"), ("random", "random"))
+    out = S.baselines(store, s, cfg, variants=variants, seeds=(0, 1, 2))
+    assert list(out) == ["GRIN", "random"] and s.baselines is out and s.delta is None
+    for label, r in out.items():
+        assert r["seeds"] == [0, 1, 2] and len(r["runs"]) == 3 and r["lr"] == cfg.unlearn.lr
+        iv = r["retain_kept"]
+        assert iv["n"] == 3 and iv["lo"] <= iv["mean"] <= iv["hi"]
+    assert len({run["mask"] for run in out["random"]["runs"]}) == 3  # a new random draw per seed
+    assert len({run["mask"] for run in out["GRIN"]["runs"]}) == 1  # GRI masks come from the scores alone
+    assert s.scores is not None  # scored once for both, kept for the Influence tab
+    note = S._baseline_note("random", out["random"])
+    assert note.startswith("Baseline 'random' (random, lr 0.002, seeds 0, 1, 2)") and "95 % interval" in note

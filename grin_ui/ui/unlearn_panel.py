@@ -20,13 +20,17 @@ built-in examples, it forgets precisely and fluently, where pushing the answers 
 erased facts of the same kind and left word salad. **Stop when forgotten** (default on) treats the steps as a
 budget: every few steps it checks the forget set and stops once the greedy answers no longer give the facts and the
 retain answers are back to their level before unlearning; the curves show the checks and the stopping step.
-**Compare with baselines** runs the same budget with other selections: no mask, a random mask, forget-only
-saliency, GRI without noise."""
+**Compare with baselines** runs the same objective and budget with other selections — GRI without noise, a random
+mask of the same size, forget-only saliency, the largest weights, no mask (at 1/100 of the learning rate: every weight
+moves) — each at several seeds (the random draw, the noise and the batch order change), and shows the mean with its
+95 % interval. Which selection wins on the built-in examples, measured over five seeds: README, "Does the selection
+earn its place?"."""
 
 OBJECTIVE_HELP = {"npo": "NPO", "simnpo": "SimNPO", "grad_ascent": "gradient ascent", "grad_diff": "gradient difference",
                   "idk": "IDK (train a refusal)", "flat": "FLAT (forget data only)"}
-BASELINE_HEADERS = ["selection", "weights changed", "forget hit rate ↓", "forget ROUGE-L ↓", "retain hit rate ↑",
-                    "retain ROUGE-L ↑", "neighbours hit rate ↑", "neighbours ROUGE-L ↑", "seconds"]
+BASELINE_HEADERS = ["selection", "learning rate", "seeds", "weights selected", "forget hit % ↓", "retain kept % ↑",
+                    "neighbours kept % ↑", "kept answers end % ↑", "forget gibberish % ↓", "seconds per run"]
+BASELINE_BARS = {"forget_hit": "forget hit rate ↓", "retain_kept": "retain kept ↑", "neighbours_kept": "neighbours kept ↑"}
 POLL_S = 0.5
 PRESET_INTRO = f"""**In- vs out-of-distribution forgetting (Baluta et al. 2024).** One click runs gradient ascent twice
 from the original model, with the same mask settings, learning rate ({DD.LR:g}) and budget ({DD.STEPS} steps), on
@@ -82,13 +86,18 @@ def preset_views(res: dict | None):
     return DD.table_lines(res)[0], rows, distribution_figure(res)
 
 
+def _pm(iv: dict, scale: float = 100.0) -> str:
+    """mean ± half-width of the 95 % interval (the mean alone for one seed), in percent by default."""
+    if not iv or iv.get("mean") is None:
+        return "—"
+    m = f"{scale * iv['mean']:.0f}"
+    return m if iv.get("lo") is None else f"{m} ± {scale * (iv['hi'] - iv['mean']):.0f}"
+
+
 def baseline_rows(out: dict) -> list[list]:
-    rows = []
-    for label, r in out.items():
-        cells = [fmt((r.get(n) or {}).get(m)) for n in ("forget", "retain", "neighbours")
-                 for m in ("answer_hit_rate", "rougeL_recall")]
-        rows.append([label, f"{r['selected']:,}" if r.get("selected") else "—", *cells, fmt(r.get("seconds"), 2)])
-    return rows
+    return [[label, f"{r['lr']:g}", len(r["seeds"]), f"{r['selected']:,}",
+             *[_pm(r.get(m)) for m in ("forget_hit", "retain_kept", "neighbours_kept", "kept_ends", "forget_gibberish")],
+             _pm(r.get("seconds"), 1.0)] for label, r in out.items()]
 
 
 class UnlearnPanel:
@@ -164,16 +173,16 @@ class UnlearnPanel:
 
     @friendly
     def compare_baselines(self, objective, sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed, stop,
-                          request: gr.Request, progress=gr.Progress()):
+                          n_seeds, request: gr.Request, progress=gr.Progress()):
         s = session_of(self.store, request)
         cfg = run_config(objective, "grin", sparsity_pct, scope, noise, lr, steps, alpha, retain_loss, seed, stop)
+        seeds = [int(seed) + i for i in range(max(1, int(n_seeds)))]
         with s.action("baseline comparison"):
-            out = S.baselines(self.store, s, cfg, progress=reporter(progress))
+            out = S.baselines(self.store, s, cfg, progress=reporter(progress), seeds=seeds)
         notices(s)
-        states = {k: v for k, v in out.items()}
-        fig = plots.metrics_bars(states, metrics=("answer_hit_rate", "rougeL_recall"),
-                                 sets=[n for n in ("forget", "retain", "neighbours") if n in out.get("original", {})],
-                                 title="Same objective and budget, different weight selection")
+        fig = plots.interval_bars({label: {m: r.get(m) for m in BASELINE_BARS} for label, r in out.items()},
+                                  BASELINE_BARS, title=f"Same objective and budget, different weight selection "
+                                  f"(mean and 95 % interval over {len(seeds)} seed{'s' * (len(seeds) > 1)})")
         return baseline_rows(out), fig
 
     @friendly
@@ -237,6 +246,8 @@ class UnlearnPanel:
                                              interactive=False)
             self.preset_plot = gr.Plot(empty[2], label="In- vs out-of-distribution")
         with gr.Accordion("Baseline comparison (same objective and budget)", open=True):
+            self.baseline_seeds = gr.Slider(1, 5, value=2, step=1, label="Seeds per selection (each seed is one "
+                                            "more run of every selection)")
             self.baseline_table = gr.Dataframe(headers=BASELINE_HEADERS, label="Baselines", interactive=False)
             self.baseline_plot = gr.Plot(plots.empty_figure("Click “Compare with baselines”."),
                                          label="Baseline chart")
@@ -252,5 +263,6 @@ class UnlearnPanel:
         self.preset_btn.click(self.run_preset, None, [self.preset_status, self.preset_table, self.preset_plot],
                               api_name="dynamics_preset")
         base_knobs = [k for k in knobs if k is not self.selector]
-        self.baseline_btn.click(self.compare_baselines, base_knobs, [self.baseline_table, self.baseline_plot],
+        self.baseline_btn.click(self.compare_baselines, base_knobs + [self.baseline_seeds],
+                                [self.baseline_table, self.baseline_plot],
                                 api_name="baselines")

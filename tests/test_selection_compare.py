@@ -1,0 +1,102 @@
+"""The selection comparison (grin_ui.selection_compare, benchmarks/compare.py) on the tiny fixture."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from grin_ui import selection_compare as SC
+from grin_ui.errors import GrinError
+from grin_ui.models import load_model
+from tests import tiny
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "compare.py"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("grin_bench_compare", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_sets(folder: Path) -> dict:
+    sets = {"forget": tiny.FORGET, "retain": tiny.RETAIN[:8], "neighbours": tiny.RETAIN[8:], "holdout": tiny.HOLDOUT}
+    folder.mkdir()
+    for name, recs in sets.items():
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps({"question": r.question, "answer": r.answer}) + "\n"
+                                                      for r in recs))
+    return sets
+
+
+def test_quick_comparison_on_tiny_model(tiny_dir, tmp_path):
+    bench = _bench()
+    data = tmp_path / "data"
+    _write_sets(data)
+    out = tmp_path / "rows.jsonl"
+    args = ["--quick", "--model", tiny_dir, "--examples", f"dir:{data}", "--selections", "grin,random,none",
+            "--seeds", "0,1", "--out", str(out)]
+    assert bench.main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["selection"], r["seed"]) for r in rows] == [(n, s) for n in ("grin", "random", "none") for s in (0, 1)]
+    for r in rows:
+        for key in ("forget_hit", "retain_kept", "neighbours_kept", "kept_ends", "mia_auc", "changed", "mask"):
+            assert r[key] is not None, key
+        assert r["steps_run"] == 2 and len(r["curve"]) == 3  # steps 0, 1, 2
+        assert all(0 < p <= 1 for _, f, k in r["curve"] for p in (f, k))
+    by = {(r["selection"], r["seed"]): r for r in rows}
+    # seeds change the random mask's draw; GRI masks come from the scores alone, so they stay ...
+    assert by["random", 0]["mask"] != by["random", 1]["mask"]
+    assert by["grin", 0]["mask"] == by["grin", 1]["mask"]
+    assert by["random", 0]["selected"] == by["grin", 0]["selected"] < by["none", 0]["selected"]
+    # ... but the noise and the batch order change, and so do the results
+    for sel in ("grin", "random", "none"):
+        assert by[sel, 0]["curve"] != by[sel, 1]["curve"], sel
+    assert by["none", 0]["lr"] == pytest.approx(2e-3 * SC.LR_FACTORS["none"]) and by["grin", 0]["lr"] == 2e-3
+
+    # a second call resumes: nothing is run again
+    assert bench.main(args) == 0
+    assert len(out.read_text().splitlines()) == 6
+
+    agg = SC.aggregate(rows)
+    assert [(a["selection"], a["seeds"], a["masks"]) for a in agg] == [("grin", [0, 1], 1), ("random", [0, 1], 2),
+                                                                       ("none", [0, 1], 1)]
+    table = SC.markdown_table(agg).splitlines()
+    assert table[0] == "| " + " | ".join(SC.TABLE_COLUMNS) + " |" and len(table) == 5
+    assert all(line.count("|") == len(SC.TABLE_COLUMNS) + 1 for line in table)
+    assert "±" in table[2]  # two seeds: an interval
+
+
+def test_compare_restores_the_model_and_seeds_are_repeatable(tiny_dir):
+    lm = load_model(tiny_dir, device="cpu")
+    before = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+    sets = {"forget": tiny.FORGET, "retain": tiny.RETAIN, "holdout": tiny.HOLDOUT}
+    base = SC.protocol_config(steps=2, record_every=1)
+    base.eval.max_new_tokens = 8
+    a = SC.compare(lm, sets, ["grin-fisher", "magnitude"], [3], base)
+    b = SC.compare(lm, sets, ["grin-fisher", "magnitude"], [3], base)
+    assert all(torch.equal(p, before[n]) for n, p in lm.model.named_parameters())
+    for x, y in zip(a, b):  # same seed, same run
+        assert x["mask"] == y["mask"] and x["curve"] == y["curve"] and x["forget_hit"] == y["forget_hit"]
+    assert a[0]["mask"] != a[1]["mask"]
+
+
+def test_interval_and_lr_choice():
+    iv = SC.interval([0.2, 0.4, None])
+    assert iv["n"] == 2 and iv["mean"] == pytest.approx(0.3)
+    half = 12.7062047 * math.sqrt(0.02) / math.sqrt(2)  # t(0.975, 1) · sd / √n
+    assert iv["hi"] - iv["mean"] == pytest.approx(half, rel=1e-6)
+    assert SC.interval([0.5])["lo"] is None and SC.interval([None])["mean"] is None
+    bench = _bench()
+    rows = [{"lr": 1e-3, "forget_hit": 0.5, "retain_kept": 1.0, "neighbours_kept": 1.0},
+            {"lr": 2e-3, "forget_hit": 0.0, "retain_kept": 0.8, "neighbours_kept": 0.6},
+            {"lr": 4e-3, "forget_hit": 0.1, "retain_kept": 0.9, "neighbours_kept": 0.8}]
+    assert bench.choose_lr(rows) == 4e-3  # forgets (≤ 10 %) and keeps most
+    assert bench.choose_lr([dict(r, forget_hit=0.5 + i / 10) for i, r in enumerate(rows)]) == 1e-3  # forgets most
+    with pytest.raises(GrinError, match="Unknown selection 'best'"):
+        SC.selection_config(SC.protocol_config(), "best", 0)
