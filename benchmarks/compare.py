@@ -56,7 +56,10 @@ def choose_lr(rows: list[dict]) -> float:
         vals = [v for v in (r.get("retain_kept"), r.get("neighbours_kept")) if v is not None]
         return sum(vals) / len(vals) if vals else 0.0
 
-    ok = [r for r in rows if r["forget_hit"] is not None and r["forget_hit"] <= 0.1]
+    rows = [r for r in rows if r.get("forget_hit") is not None]
+    if not rows:
+        raise SystemExit("the sweep has no result to choose a learning rate from")
+    ok = [r for r in rows if r["forget_hit"] <= 0.1]
     best = max(ok, key=kept) if ok else min(rows, key=lambda r: (r["forget_hit"], -kept(r)))
     return best["lr"]
 
@@ -71,7 +74,7 @@ def read_rows(paths) -> list[dict]:
 
 
 def _key(r: dict) -> tuple:
-    return r["example"], r["selection"], r["seed"], r["steps"], round(float(r["lr"]), 12)
+    return r["example"], r.get("model", "default"), r["selection"], r["seed"], r["steps"], round(float(r["lr"]), 12)
 
 
 def run(example: str, sets: dict, jobs: list[tuple], base, out: Path, done: set, model_spec: str,
@@ -83,7 +86,7 @@ def run(example: str, sets: dict, jobs: list[tuple], base, out: Path, done: set,
 
     cfgs = [SC.selection_config(base, n, s, lr) for n, s, lr in jobs]
     todo = [(n, c) for (n, _, _), c in zip(jobs, cfgs)
-            if (example, n, c.seed, c.unlearn.steps, round(c.unlearn.lr, 12)) not in done]
+            if (example, model_spec, n, c.seed, c.unlearn.steps, round(c.unlearn.lr, 12)) not in done]
     if not todo:
         return []
     lm = model_for(example.split("#")[0], sets, model_spec)
@@ -93,7 +96,8 @@ def run(example: str, sets: dict, jobs: list[tuple], base, out: Path, done: set,
     rows = []
     for name, cfg in todo:
         row = SC.run_selection(lm, sets, cfg, before, scores=bank.get(cfg.score.statistic))
-        row = {"example": example, "selection": name, "steps": cfg.unlearn.steps, **(tag or {}), **row}
+        row = {"example": example, "model": model_spec, "selection": name, "steps": cfg.unlearn.steps, **(tag or {}),
+               **row}
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         say(f"{name} seed {cfg.seed} lr {cfg.unlearn.lr:g}: forget {row['forget_hit']}, retain {row['retain_kept']}, "

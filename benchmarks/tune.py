@@ -58,6 +58,9 @@ def configure(name: str, extra: list[str]):
     for item in extra:
         k, v = item.split("=")
         over[k] = v
+    if any(k.startswith("score.") for k in over):
+        raise SystemExit("tune.py computes the GRI scores once per example with the default score settings; compare "
+                         "score settings with benchmarks/compare.py")
     for key, value in over.items():
         section, field = key.split(".")
         obj = getattr(cfg, section)

@@ -34,9 +34,9 @@ class DataLimits:
 
 @dataclass
 class ScoreConfig:
-    """GRI scoring (SPEC §3.1): score_i = |G_f,i| / (|G_r,i| + eps)."""
+    """GRI scoring (SPEC §3.1): score_i = |G_f,i| / (|G_r,i| + eps) (|G| stands for ``statistic`` of the gradients)."""
 
-    eps_rel: float = 1e-3  # eps = eps_rel * mean(|G_r|) over the scored weights (our choice)
+    eps_rel: float = 1e-3  # eps = eps_rel * mean of the retain statistic over the scored weights (our choice)
     batch_size: int = 8
     include_embeddings: bool = False  # opt-in: token embeddings
     include_lm_head: bool = False  # opt-in: output head (when not tied to the embeddings)

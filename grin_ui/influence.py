@@ -221,8 +221,11 @@ class Scores:
         return self._saliency_index
 
     def normalized(self, which: str = "grin") -> tuple[dict[str, torch.Tensor], ScoreIndex]:
-        """The scores (or |G_f|) with each tensor divided by its median (grin_ui.mask, ``normalize="tensor"``) and
+        """The scores (or |G_f|) with each tensor divided by its median non-zero entry (grin_ui.mask,
+        ``normalize="tensor"``) and
         their index; built on first use and cached (one more copy of the scores)."""
+        if which not in ("grin", "forget-saliency"):
+            raise GrinError(f"Unknown score kind '{which}'; use grin or forget-saliency.")
         if which not in self._normalized:
             if which != "grin" and self.forget_saliency is None:
                 raise GrinError("These scores were computed without the forget-saliency baseline.")
@@ -285,12 +288,11 @@ class Scores:
 
 
 def median_normalized(src: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Each tensor divided by its median (its mean when the median is 0; an all-zero tensor is copied as it is)."""
+    """Each tensor divided by the median of its non-zero entries (a tensor of zeros is copied as it is)."""
     out = {}
     for n, t in src.items():
-        scale = float(t.float().median())
-        if not scale > 0:
-            scale = float(t.float().mean())
+        pos = t[t > 0]
+        scale = float(pos.float().median()) if pos.numel() else 0.0
         out[n] = t / scale if scale > 0 else t.clone()
     return out
 
@@ -313,11 +315,14 @@ def block_module_grid(values: dict[str, float]) -> tuple[list[int], list[str], l
 
 
 def _accumulate_grads(model, items, batch_size: int, pad_id: int, progress, done: int, total: int, label: str,
-                      statistic: str = "abs-sum", params=()):
+                      statistic: str, params):
     """Gradients of ``items`` into the parameters' ``.grad``: Σ over batches of g (abs-sum), or, one example at a
-    time, Σ |g_e| (sum-abs) or Σ g_e² (fisher) of ``params`` — left in ``.grad`` too (already non-negative)."""
+    time, Σ |g_e| (sum-abs) or Σ g_e² (fisher) of ``params``, summed in float32 — left in ``.grad`` too (already
+    non-negative). The per-example sums hold one more float32 copy of the scored weights while they run."""
     device = input_device(model)
     per_example = statistic != "abs-sum"
+    if per_example and not params:
+        raise GrinError(f"The '{statistic}' statistic needs the scored parameters.")
     acc: dict[int, torch.Tensor] = {}
     for batch in batches(items, 1 if per_example else batch_size, pad_id):
         cancel.check()
@@ -328,11 +333,12 @@ def _accumulate_grads(model, items, batch_size: int, pad_id: int, progress, done
                 for _, p in params:
                     if p.grad is None:
                         continue
-                    g = p.grad.abs_() if statistic == "sum-abs" else p.grad.square_()
+                    g = p.grad.float()  # a copy only for 16-bit gradients: sums of many examples stay exact
+                    g = g.abs_() if statistic == "sum-abs" else g.square_()
                     if id(p) in acc:
                         acc[id(p)].add_(g)
                     else:
-                        acc[id(p)] = g.clone()
+                        acc[id(p)] = g
                     p.grad = None
         done += len(batch["input_ids"])
         if progress:
@@ -348,7 +354,8 @@ def compute_scores(model: torch.nn.Module, tokenizer, forget: list[Record], reta
                    max_tokens: int = 256) -> Scores:
     """Compute GRI scores of :func:`scored_parameters` (formula in the module docstring).
 
-    forget, retain: records; each batch contributes the gradient of its mean NLL (G_f, G_r are sums over batches);
+    forget, retain: records; each batch contributes the gradient of its mean NLL (G_f, G_r are sums over batches;
+    with ``cfg.statistic`` sum-abs or fisher, each example alone, ``cfg.batch_size`` unused);
     with ``cfg.focus_fact`` the forget NLL is taken over the answer tokens that carry the fact (grin_ui.data.fact_span).
     progress(done, total, message): optional, called after each batch (``total`` = forget + retain examples).
     The model's weights are not changed; requires_grad flags are restored, gradients set to None and the model is

@@ -76,7 +76,7 @@ def check_sets(sets: dict, cfg: RunConfig) -> dict[str, list[Record]]:
         raise GrinError("The forget set is empty: give the examples the model must forget.")
     if cfg.mask.selector == "grin" and not recs.get("retain"):
         raise GrinError("GRIN scores compare forget and retain gradients: give a retain set "
-                        "(or use --selector forget-saliency / random / none).")
+                        "(or use --selector forget-saliency / random / magnitude / none).")
     return recs
 
 

@@ -8,7 +8,7 @@ Selectors: ``grin`` (GRI scores), ``forget-saliency`` (|G_f| alone), ``random`` 
 our choice of direction), ``none`` (every scored weight).
 
 ``MaskConfig.normalize = "tensor"`` (our choice): before a global threshold, each tensor's scores are divided by that
-tensor's median score (its mean when the median is 0), so that no tensor wins the selection only because its scores
+tensor's median non-zero score, so that no tensor wins the selection only because its scores
 are larger overall. It changes nothing for the tensor and row scopes (their rankings are within a tensor).
 
 Scopes, with p the sparsity:
@@ -44,7 +44,7 @@ class Mask:
 
     masks: name -> bool tensor of the parameter's shape; tensors with no selected entry are omitted (training
     freezes them). selected: exact number of selected weights. total: number of scored weights. threshold: for
-    global grin/forget-saliency masks, log10 of a score separating the selection (every selected score ≥
+    global grin/forget-saliency masks without normalisation, log10 of a score separating the selection (every selected score ≥
     10^threshold ≥ every unselected score), else None. counts/numels: selected and total entries per scored tensor.
     """
 
@@ -249,7 +249,7 @@ def build_mask(params: list[tuple[str, torch.nn.Parameter]] | None, scores: Scor
     else:
         which = cfg.selector
         if which == "magnitude":
-            src = {n: p.detach().abs().float() for n, p in params}
+            src = {n: p.detach().abs() for n, p in params}
             if cfg.normalize == "tensor" and cfg.scope == "global":
                 src = median_normalized(src)
             index = ScoreIndex.build(src) if cfg.scope != "row" else None
@@ -262,7 +262,8 @@ def build_mask(params: list[tuple[str, torch.nn.Parameter]] | None, scores: Scor
         if cfg.scope == "global":
             k = target_count(p, total)
             masks, counts, value = _topk(src, index, list(range(len(index.names))), index.hist.sum(0), k)
-            threshold = math.log10(value) if value > 0 else None
+            raw = which != "magnitude" and cfg.normalize == "none"  # a threshold in the scores' own units
+            threshold = math.log10(value) if value > 0 and raw else None
         elif cfg.scope == "tensor":
             for t, n in enumerate(index.names):
                 k = _round(p * index.numels[t])

@@ -253,9 +253,10 @@ def interval_bars(groups: dict[str, dict], metrics: dict[str, str], title: str =
         down = [None if iv.get("lo") is None else iv["mean"] - iv["lo"] for iv in ivs]
         fig.add_trace(go.Bar(x=list(metrics.values()), y=ys, name=label,
                              marker_color=STATE_COLORS[i % len(STATE_COLORS)],
-                             error_y=dict(type="data", array=up, arrayminus=down, visible=True),
+                             error_y=dict(type="data", array=up, arrayminus=down,
+                                          visible=any(u is not None for u in up)),
                              hovertemplate=label + "<br>%{x}: %{y:.3g}<extra></extra>"))
-    fig.update_yaxes(title="mean over seeds (1 = as before for kept)", rangemode="tozero")
+    fig.update_yaxes(title="mean over seeds", rangemode="tozero")
     return _layout(fig, title, barmode="group", legend=dict(orientation="h", y=-0.3), height=420)
 
 

@@ -5,9 +5,9 @@
     print(markdown_table(table))
 
 Every run starts from the same model with the same data, objective, budget and stopping rule; only the selection
-(which weights may change, :data:`SELECTIONS`) and its learning rate differ (:data:`LR_FACTORS`, chosen per
-selection by the sweep of ``benchmarks/compare.py --sweep`` on a tuning split, so that no selection runs at a learning
-rate tuned for another). A seed drives everything random in a run: the random mask's draw, the noise and the batch
+(which weights may change, :data:`SELECTIONS`) and its learning rate differ. ``benchmarks/compare.py --sweep``
+chooses each selection's learning rate on a tuning split, so that no selection runs at a learning rate tuned for
+another; :data:`LR_FACTORS` carries the sweep's choices, as multiples of the base learning rate, to the dashboard. A seed drives everything random in a run: the random mask's draw, the noise and the batch
 order. The original model is evaluated once; GRI scores are computed once per gradient statistic and reused by every
 selection and seed that needs them. Each run records the trade-off curve (the forget and kept answers' teacher-forced
 probability every few steps, grin_ui.dynamics), is evaluated on every set (hit rates, fluency, membership inference),
@@ -42,8 +42,8 @@ SELECTIONS: dict[str, tuple[str, dict]] = {
     "magnitude": ("largest |w| + noise (ignores the data)", {"mask.selector": "magnitude"}),
     "none": ("no mask: every weight (plain fine-tuning), no noise", {"mask.selector": "none", "noise.scale": 0.0}),
 }
-# each selection's learning rate as a multiple of the default's (a 1 % mask's), from the sweep of
-# benchmarks/compare.py (README "Does the selection earn its place?"); every weight needs a far smaller one
+# each selection's learning rate as a multiple of the base one (a 1 % GRI mask's), from the sweep of
+# benchmarks/compare.py; every weight needs a far smaller one
 LR_FACTORS: dict[str, float] = {"none": 0.01}
 METRICS = ("forget_hit", "retain_kept", "neighbours_kept", "kept_ends", "kept_loops", "forget_gibberish", "mia_auc",
            "changed", "steps_run")

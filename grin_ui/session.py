@@ -158,8 +158,7 @@ BASELINES = (  # (label, selection of grin_ui.selection_compare)
     ("largest weights", "magnitude"),
     ("no mask (all weights)", "none"),
 )
-BASELINE_METRICS = ("forget_hit", "retain_kept", "neighbours_kept", "kept_ends", "forget_gibberish", "changed",
-                    "seconds")
+BASELINE_METRICS = ("forget_hit", "retain_kept", "neighbours_kept", "kept_ends", "forget_gibberish", "seconds")
 
 
 def baselines(store: SessionStore, session: Session, cfg: RunConfig, progress=None,
@@ -178,8 +177,11 @@ def baselines(store: SessionStore, session: Session, cfg: RunConfig, progress=No
     sets = _sets(session)  # the holdout feeds each run's stopping check and membership inference
     base = SC.dashboard_config(cfg)
     scores = session.scores
-    if scores is None and any(journey.needs_scores(SC.selection_config(base, n, 0)) for _, n in variants):
-        scores = store.run_on_model(session, lambda lm: journey.score(lm, sets, base, progress=say),
+    saliency = any(SC.selection_config(base, n, 0).mask.selector == "forget-saliency" for _, n in variants)
+    if (scores is None and any(journey.needs_scores(SC.selection_config(base, n, 0)) for _, n in variants)) or \
+            (saliency and scores is not None and scores.forget_saliency is None):  # scored once for every seed
+        scores = store.run_on_model(session, lambda lm: journey.score(lm, sets, base, progress=say,
+                                                                      keep_forget_saliency=saliency),
                                     progress=say, action="scoring")
         store.store_scores(session, scores)
     box: dict = {}
@@ -192,10 +194,10 @@ def baselines(store: SessionStore, session: Session, cfg: RunConfig, progress=No
         lo, hi = i / len(runs), (i + 1) / len(runs)
 
         def job(lm, c=c, label=label, seed=seed, lo=lo, hi=hi):
-            t0 = time.perf_counter()
             if "before" not in box:
                 say("Evaluating the original model", lo)
                 box["before"] = journey.evaluate(lm, sets, c, utility=False)
+            t0 = time.perf_counter()
             row = SC.run_selection(lm, sets, c, box["before"], scores=scores, cancel=session.cancel,
                                    progress=lambda m, f=None: say(f"{label}, seed {seed} — {m}",
                                                                   lo + (hi - lo) * (f or 0)))

@@ -53,7 +53,7 @@ class Session:
     delta: Any = None  # delta.SparseDelta: the unlearned weights
     run_config: Any = None  # config.RunConfig of the last run
     history: list[dict] = field(default_factory=list)  # live loss history of the current / last run
-    baselines: dict[str, dict] = field(default_factory=dict)  # selector -> summary of a baseline run
+    baselines: dict[str, dict] = field(default_factory=dict)  # label -> a baseline's runs over seeds, summarized
     evals: dict[str, dict] = field(default_factory=dict)  # "original" / "unlearned" -> evaluate_sets output
     probes: dict[str, dict] = field(default_factory=dict)  # kind -> journey.probe output
     quantized_original: dict[str, dict] = field(default_factory=dict)  # probe key -> Q(original)'s evaluation

@@ -216,15 +216,17 @@ def test_cli_selection_variants(tiny_dir, tmp_path):
     """The selection knobs of `grin-ui run`: the magnitude selector, per-tensor normalisation, the Fisher statistic
     — recorded in the report, and the Fisher run's mask is not the default |Σg| one."""
     reports = {}
-    for tag, flags in (("fisher", ["--score-statistic", "fisher", "--normalize", "tensor"]),
+    for tag, flags in (("fisher", ["--score-statistic", "fisher"]), ("normalized", ["--normalize", "tensor"]),
                        ("plain", []), ("magnitude", ["--selector", "magnitude"])):
         out = tmp_path / tag
         assert main(["run", "--model", tiny_dir, *data_files(tmp_path), "--out", str(out), "--sparsity", "0.05",
                      "--steps", "2", "--probes", "", "--no-utility", *flags]) == 0
         reports[tag] = json.loads((out / "report.json").read_text())
         validate_report(reports[tag])
-    fisher, plain, mag = reports["fisher"], reports["plain"], reports["magnitude"]
-    assert fisher["config"]["score"]["statistic"] == "fisher" and fisher["config"]["mask"]["normalize"] == "tensor"
+    fisher, norm, plain, mag = (reports[k] for k in ("fisher", "normalized", "plain", "magnitude"))
+    assert fisher["config"]["score"]["statistic"] == "fisher" and norm["config"]["mask"]["normalize"] == "tensor"
     assert mag["config"]["mask"]["selector"] == "magnitude" and mag["mask"]["selector"] == "magnitude"
-    assert fisher["mask"]["selected"] == plain["mask"]["selected"] == mag["mask"]["selected"]
-    assert fisher["mask"]["density"]["values"] != plain["mask"]["density"]["values"]
+    for other in (fisher, norm, mag):  # each knob changes which weights are selected
+        assert other["mask"]["density"]["values"] != plain["mask"]["density"]["values"]
+    assert plain["mask"]["threshold_log10"] is not None and fisher["mask"]["threshold_log10"] is not None
+    assert norm["mask"]["threshold_log10"] is None and mag["mask"]["threshold_log10"] is None

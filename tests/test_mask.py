@@ -168,6 +168,21 @@ def test_tensor_normalisation_ranks_by_score_over_tensor_median():
     sal = build_mask(None, s, MaskConfig("forget-saliency", 0.05, "global", normalize="tensor"))
     ref = brute_topk({n: t / t.median() for n, t in s.forget_saliency.items()}, k)
     assert all(torch.equal(full(sal, s.scores)[n], ref[n]) for n in NAMES)
+    # the threshold is only reported in raw score units
+    assert plain.threshold is not None and norm.threshold is None
+    assert s.normalized("grin") is s.normalized("grin")  # built once
+    with pytest.raises(GrinError, match="Unknown score kind"):
+        s.normalized("magnitude")
+    with pytest.raises(GrinError, match="without the forget-saliency"):
+        Scores(dict(boosted)).normalized("forget-saliency")
+
+
+def test_median_normalisation_ignores_zeros():
+    from grin_ui.influence import median_normalized
+
+    t = torch.tensor([0.0, 0.0, 0.0, 2.0, 4.0, 6.0])  # median 0; the non-zero median is 4
+    out = median_normalized({"a": t, "z": torch.zeros(3)})
+    assert torch.equal(out["a"], t / 4.0) and torch.equal(out["z"], torch.zeros(3))
 
 
 def test_magnitude_selects_largest_weights():
@@ -179,10 +194,24 @@ def test_magnitude_selects_largest_weights():
     m = build_mask(params, None, MaskConfig("magnitude", 0.02, "global"))
     ref = brute_topk(values, k)
     assert m.selected == k and all(torch.equal(full(m, values)[n], ref[n]) for n in NAMES)
+    assert m.threshold is None  # not a GRI score
+    # what the pipeline passes: the scores too (for the shapes); magnitude ignores them
+    with_scores = build_mask(params, make_scores(False), MaskConfig("magnitude", 0.02, "global"))
+    assert all(torch.equal(with_scores.masks[n], m.masks[n]) for n in m.masks) and with_scores.masks.keys() == m.masks.keys()
+    per_tensor = build_mask(params, None, MaskConfig("magnitude", 0.1, "tensor"))
+    for n, t in values.items():
+        kt = round(0.1 * t.numel())
+        assert int(per_tensor.masks[n].sum()) == kt
+        assert t[per_tensor.masks[n]].min() >= t[~per_tensor.masks[n]].max()
     rows = build_mask(params, None, MaskConfig("magnitude", 0.25, "row"))
     for n, t in values.items():
         top = set(t.mean(1).topk(round(0.25 * t.shape[0])).indices.tolist())
         assert {i for i in range(t.shape[0]) if rows.masks[n][i].all()} == top
+    # normalised magnitudes: a global top-k of |w| over the tensor's median |w|
+    scaled = [(n, torch.nn.Parameter(p.detach() * (50.0 if i == 0 else 1.0))) for i, (n, p) in enumerate(params)]
+    norm = build_mask(scaled, None, MaskConfig("magnitude", 0.02, "global", normalize="tensor"))
+    ref = brute_topk({n: p.detach().abs() / p.detach().abs().median() for n, p in scaled}, k)
+    assert all(torch.equal(full(norm, values)[n], ref[n]) for n in NAMES)
     with pytest.raises(GrinError, match="needs the scored parameters"):
         build_mask(None, make_scores(False), MaskConfig("magnitude", 0.02, "global"))
     with pytest.raises(GrinError, match="Unknown score normalisation"):

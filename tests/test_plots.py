@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 import plotly.graph_objects as go
 
 from grin_ui import plots
@@ -103,3 +105,15 @@ def test_figures_serialize_to_json():
 def test_reorder_modules_follows_model_order():
     modules, values = plots.reorder_modules(["k", "q", "x"], [[1, 2, 3], [4, 5, 6]], ["q", "k", "v"])
     assert modules == ["q", "k", "x"] and values == [[2, 1, 3], [5, 4, 6]]
+
+
+def test_interval_bars_draw_the_95_percent_interval():
+    iv = {"n": 3, "mean": 0.5, "lo": 0.4, "hi": 0.6}
+    one = {"n": 1, "mean": 0.7, "lo": None, "hi": None}
+    fig = plots.interval_bars({"GRIN": {"forget_hit": iv, "retain_kept": one}, "random": {"forget_hit": one}},
+                              {"forget_hit": "forget", "retain_kept": "retain"})
+    grin, rnd = fig.data
+    assert list(grin.x) == ["forget", "retain"] and list(grin.y) == [0.5, 0.7] and rnd.y[1] is None
+    assert grin.error_y.visible and grin.error_y.array[0] == pytest.approx(0.1)
+    assert grin.error_y.arrayminus[0] == pytest.approx(0.1) and grin.error_y.array[1] is None
+    assert rnd.error_y.visible is False  # one seed: no interval to draw

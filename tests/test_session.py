@@ -193,6 +193,7 @@ def test_neighbours_change_only_the_evaluations(store):
 def test_baselines_over_seeds(store):
     """The baseline comparison runs every selection at every seed from the original model (the session's scores,
     data and results untouched), with a 95 % interval per metric; the report notes carry it."""
+    from grin_ui import selection_compare as SC
     from grin_ui import session as S
     from grin_ui.config import RunConfig
     from tests import tiny
@@ -207,10 +208,14 @@ def test_baselines_over_seeds(store):
     assert list(out) == ["GRIN", "random"] and s.baselines is out and s.delta is None
     for label, r in out.items():
         assert r["seeds"] == [0, 1, 2] and len(r["runs"]) == 3 and r["lr"] == cfg.unlearn.lr
-        iv = r["retain_kept"]
-        assert iv["n"] == 3 and iv["lo"] <= iv["mean"] <= iv["hi"]
+        for m in S.BASELINE_METRICS:
+            assert r[m] == SC.interval([run.get(m) for run in r["runs"]]), m
+        assert r["seconds"]["n"] == 3 and r["seconds"]["mean"] > 0
     assert len({run["mask"] for run in out["random"]["runs"]}) == 3  # a new random draw per seed
     assert len({run["mask"] for run in out["GRIN"]["runs"]}) == 1  # GRI masks come from the scores alone
-    assert s.scores is not None  # scored once for both, kept for the Influence tab
+    scores = s.scores
+    assert scores is not None  # scored once for both, kept for the Influence tab
+    S.baselines(store, s, cfg, variants=(("GRIN", "grin"),), seeds=(0,))
+    assert s.scores is scores  # reused, not recomputed
     note = S._baseline_note("random", out["random"])
     assert note.startswith("Baseline 'random' (random, lr 0.002, seeds 0, 1, 2)") and "95 % interval" in note

@@ -23,8 +23,7 @@ retain answers are back to their level before unlearning; the curves show the ch
 **Compare with baselines** runs the same objective and budget with other selections — GRI without noise, a random
 mask of the same size, forget-only saliency, the largest weights, no mask (at 1/100 of the learning rate: every weight
 moves) — each at several seeds (the random draw, the noise and the batch order change), and shows the mean with its
-95 % interval. Which selection wins on the built-in examples, measured over five seeds: README, "Does the selection
-earn its place?"."""
+95 % interval. `benchmarks/compare.py` runs the same comparison on the built-in examples over five seeds."""
 
 OBJECTIVE_HELP = {"npo": "NPO", "simnpo": "SimNPO", "grad_ascent": "gradient ascent", "grad_diff": "gradient difference",
                   "idk": "IDK (train a refusal)", "flat": "FLAT (forget data only)"}
