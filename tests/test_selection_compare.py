@@ -96,7 +96,7 @@ def test_interval_and_lr_choice():
     rows = [{"lr": 1e-3, "forget_hit": 0.5, "retain_kept": 1.0, "neighbours_kept": 1.0},
             {"lr": 2e-3, "forget_hit": 0.0, "retain_kept": 0.8, "neighbours_kept": 0.6},
             {"lr": 4e-3, "forget_hit": 0.1, "retain_kept": 0.9, "neighbours_kept": 0.8}]
-    assert bench.choose_lr(rows) == 4e-3  # forgets (≤ 10 %) and keeps most
+    assert bench.choose_lr(rows) == 4e-3  # kept − forget hit: 0.5, 0.7, 0.75
     # none forgets: the best balance kept − forget hit (0.5, 0.1, 0.15)
     assert bench.choose_lr([dict(r, forget_hit=0.5 + i / 10) for i, r in enumerate(rows)]) == 1e-3
     assert bench.choose_lr([dict(r, forget_hit=0.6 - r["lr"] * 100) for r in rows]) == 4e-3  # (0.5, 0.3, 0.65)
