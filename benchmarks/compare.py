@@ -10,8 +10,8 @@ objective and knobs, a fixed budget (``--steps``, stopping rule off), one learni
 ``--seeds`` (each seed changes the random mask's draw, the noise and the batch order). Examples: the built-in ones
 by name (fictitious-authors is taught first, cached), ``heldout:NAME``, ``dir:PATH``.
 
-``--sweep`` runs every selection at four learning rates (1×, 2×, 4×, 8× its base: the default's 80-step budget is cut
-to 24 steps here) on the **tuning split**: the world-capitals example with 8 of its neighbour capitals (a fixed draw)
+``--sweep`` runs every selection at four learning rates (1×, 2×, 4×, 8× the default's 2e-3, or 1e-5 for every weight:
+the default's 80-step budget is cut to 24 steps here) on the **tuning split**: the world-capitals example with 8 of its neighbour capitals (a fixed draw)
 as the forget set and the other neighbours as the kept check — capitals that are never forgotten in the comparison
 itself. Per selection it keeps the learning rate with the best balance: kept (mean of retain and neighbours hit rate
 as a fraction of before) minus the forget hit rate. (Taking the most kept among the rates that reach ≤ 10 % forget hit
@@ -38,7 +38,8 @@ from tune import ROOT, load_sets, model_for, records  # noqa: E402
 
 FULL = "grin,grin-fisher,grin-sum-abs,random,forget-saliency,magnitude,none"
 TUNING_EXAMPLE = "world-capitals"
-SWEEP = (1.0, 2.0, 4.0, 8.0)
+SWEEP = (1.0, 2.0, 4.0, 8.0)  # × the base learning rate: the default's (2e-3), every weight 1e-5
+SWEEP_BASE = {"none": 1e-5}
 
 
 def tuning_split(sets: dict, n: int = 8, seed: int = 0) -> dict:
@@ -163,7 +164,7 @@ def main(argv=None) -> int:
 
     if args.sweep:
         sets = tuning_split(records(load_sets(TUNING_EXAMPLE)))
-        jobs = [(n, seeds[0], f * SC.selection_config(base, n, 0).unlearn.lr) for n in names for f in SWEEP]
+        jobs = [(n, seeds[0], f * SWEEP_BASE.get(n, base.unlearn.lr)) for n in names for f in SWEEP]
         run(TUNING_EXAMPLE + "#tuning", sets, jobs, base, out, done, args.model, tag={"tuning": True})
         rows = [r for r in read_rows([out]) if r.get("tuning")]
         chosen = {n: choose_lr([r for r in rows if r["selection"] == n and r["steps"] == base.unlearn.steps])

@@ -42,9 +42,9 @@ SELECTIONS: dict[str, tuple[str, dict]] = {
     "magnitude": ("largest |w| + noise (ignores the data)", {"mask.selector": "magnitude"}),
     "none": ("no mask: every weight (plain fine-tuning), no noise", {"mask.selector": "none", "noise.scale": 0.0}),
 }
-# each selection's learning rate as a multiple of the base one (a 1 % GRI mask's), from the sweep of
-# benchmarks/compare.py; every weight needs a far smaller one
-LR_FACTORS: dict[str, float] = {"none": 0.01}
+# each selection's learning rate as a multiple of GRIN's, from the sweep of benchmarks/compare.py (24 steps, tuning
+# split: GRIN, random and magnitude 1.6e-2, Fisher GRI 8e-3, forget-only saliency 2e-3, every weight 4e-5)
+LR_FACTORS: dict[str, float] = {"none": 0.0025, "forget-saliency": 0.125, "grin-fisher": 0.5}
 METRICS = ("forget_hit", "retain_kept", "neighbours_kept", "kept_ends", "kept_loops", "forget_gibberish", "mia_auc",
            "changed", "steps_run")
 

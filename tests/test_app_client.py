@@ -68,7 +68,7 @@ def test_whole_journey(served):
     b_table, b_chart = c.predict("npo", 1.0, "global", 0.1, 1e-3, 3, 1.0, "nll", 0, False, 2, api_name="/baselines")
     labels = [label for label, _ in S.BASELINES]
     assert [r[0] for r in rows(b_table)] == labels and all(r[2] == 2 for r in rows(b_table))
-    assert rows(b_table)[-1][1] == "1e-05"  # no mask: 1/100 of the learning rate
+    assert rows(b_table)[-1][1] == "2.5e-06"  # no mask: 1/400 of the learning rate (the sweep's ratio)
     assert all("±" in r[5] for r in rows(b_table))  # retain kept: mean ± interval over 2 seeds
     bars = json.loads(b_chart["plot"])["data"]
     assert [t["name"] for t in bars] == labels and all(len(t["error_y"]["array"]) == 3 for t in bars)

@@ -58,6 +58,7 @@ def test_quick_comparison_on_tiny_model(tiny_dir, tmp_path):
     for sel in ("grin", "random", "none"):
         assert by[sel, 0]["curve"] != by[sel, 1]["curve"], sel
     assert by["none", 0]["lr"] == pytest.approx(2e-3 * SC.LR_FACTORS["none"]) and by["grin", 0]["lr"] == 2e-3
+    assert by["random", 0]["lr"] == 2e-3
 
     # a second call resumes: nothing is run again
     assert bench.main(args) == 0

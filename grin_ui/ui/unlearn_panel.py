@@ -20,10 +20,11 @@ built-in examples, it forgets precisely and fluently, where pushing the answers 
 erased facts of the same kind and left word salad. **Stop when forgotten** (default on) treats the steps as a
 budget: every few steps it checks the forget set and stops once the greedy answers no longer give the facts and the
 retain answers are back to their level before unlearning; the curves show the checks and the stopping step.
-**Compare with baselines** runs the same objective and budget with other selections — GRI without noise, a random
-mask of the same size, forget-only saliency, the largest weights, no mask (at 1/100 of the learning rate: every weight
-moves) — each at several seeds (the random draw, the noise and the batch order change), and shows the mean with its
-95 % interval. `benchmarks/compare.py` runs the same comparison on the built-in examples over five seeds."""
+**Compare with baselines** runs the same objective and budget with other selections — GRI without noise, a random mask
+of the same size, forget-only saliency, the largest weights, no mask — each at its learning rate relative to GRIN's as
+`benchmarks/compare.py`'s sweep chose it (no mask: 1/400, every weight moves; forget-only saliency: 1/8) — each at
+several seeds (the random draw, the noise and the batch order change), and shows the mean with its 95 % interval.
+`benchmarks/compare.py` runs the same comparison on the built-in examples over five seeds."""
 
 OBJECTIVE_HELP = {"npo": "NPO", "simnpo": "SimNPO", "grad_ascent": "gradient ascent", "grad_diff": "gradient difference",
                   "idk": "IDK (train a refusal)", "flat": "FLAT (forget data only)"}
