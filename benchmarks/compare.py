@@ -52,16 +52,32 @@ def tuning_split(sets: dict, n: int = 8, seed: int = 0) -> dict:
     return {**sets, "forget": [nb[i] for i in idx], "neighbours": [r for i, r in enumerate(nb) if i not in idx]}
 
 
+def _kept(r: dict) -> float:
+    vals = [v for v in (r.get("retain_kept"), r.get("neighbours_kept")) if v is not None]
+    return sum(vals) / len(vals) if vals else 0.0
+
+
 def choose_lr(rows: list[dict]) -> float:
     """The sweep's rule (module docstring) over one selection's rows."""
-    def kept(r):
-        vals = [v for v in (r.get("retain_kept"), r.get("neighbours_kept")) if v is not None]
-        return sum(vals) / len(vals) if vals else 0.0
-
+    kept = _kept
     rows = [r for r in rows if r.get("forget_hit") is not None]
     if not rows:
         raise SystemExit("the sweep has no result to choose a learning rate from")
     return max(rows, key=lambda r: kept(r) - r["forget_hit"])["lr"]
+
+
+def sweep_table(rows: list[dict]) -> str:
+    """The sweep's runs, one line per (selection, learning rate), the chosen rate marked."""
+    lines = ["| selection | learning rate | forget hit % | retain kept % | neighbours kept % | balance | chosen |",
+             "|---|---|---|---|---|---|---|"]
+    for sel in dict.fromkeys(r["selection"] for r in rows):
+        mine = sorted((r for r in rows if r["selection"] == sel), key=lambda r: r["lr"])
+        best = choose_lr(mine)
+        for r in mine:
+            lines.append(f"| {sel} | {r['lr']:g} | {100 * r['forget_hit']:.0f} | {100 * r['retain_kept']:.0f} | "
+                         f"{100 * r['neighbours_kept']:.0f} | {_kept(r) - r['forget_hit']:.2f} | "
+                         f"{'✓' if r['lr'] == best else ''} |")
+    return "\n".join(lines)
 
 
 def read_rows(paths) -> list[dict]:
@@ -167,13 +183,13 @@ def main(argv=None) -> int:
         jobs = [(n, seeds[0], f * SWEEP_BASE.get(n, base.unlearn.lr)) for n in names for f in SWEEP]
         run(TUNING_EXAMPLE + "#tuning", sets, jobs, base, out, done, args.model, tag={"tuning": True})
         rows = [r for r in read_rows([out]) if r.get("tuning")]
-        chosen = {n: choose_lr([r for r in rows if r["selection"] == n and r["steps"] == base.unlearn.steps])
-                  for n in names}
+        rows = [r for r in rows if r["selection"] in names and r["steps"] == base.unlearn.steps]
+        chosen = {n: choose_lr([r for r in rows if r["selection"] == n]) for n in names}
         lrs_path.parent.mkdir(parents=True, exist_ok=True)
         known = json.loads(lrs_path.read_text()) if lrs_path.is_file() else {}  # other selections' choices stay
         lrs_path.write_text(json.dumps({**known, **chosen}, indent=1))
         print(json.dumps(chosen))
-        print(SC.markdown_table(SC.aggregate([r for r in rows if r["selection"] in names])))
+        print(sweep_table(rows))
         return 0
 
     lrs = json.loads(lrs_path.read_text()) if lrs_path.is_file() and not args.quick else {}
