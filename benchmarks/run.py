@@ -30,6 +30,7 @@ if str(HERE) not in sys.path:
 
 import torch  # noqa: E402
 
+import bench_dashboard  # noqa: E402
 import bench_generation  # noqa: E402
 import bench_mask  # noqa: E402
 import bench_memory  # noqa: E402
@@ -42,9 +43,10 @@ from bench_table import REQUIRED, TARGETS, met, print_table  # noqa: E402,F401 -
 
 # the sections in the order they run; the scoring section leaves the scores for mask and step, which are released
 # after the step section
-SECTIONS = (bench_scoring, bench_mask, bench_step, bench_generation, bench_memory, bench_walkthrough, bench_serve)
+SECTIONS = (bench_scoring, bench_mask, bench_step, bench_generation, bench_memory, bench_walkthrough, bench_serve,
+            bench_dashboard)
 RELEASE_SHARED_AFTER = "step"
-SKIPPABLE = ("scoring", "memory", "step", "mask", "generation", "quantize", "walkthrough", "serve")
+SKIPPABLE = ("scoring", "memory", "step", "mask", "generation", "quantize", "walkthrough", "serve", "dashboard")
 
 
 def parse(argv=None):

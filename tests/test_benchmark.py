@@ -11,6 +11,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 
 
@@ -37,6 +39,11 @@ def test_quick_benchmark_on_tiny_model(tiny_dir, tmp_path):
     assert res["walkthrough_s"] is None and res["ready_s"] is None
     assert set(res["skipped"]) == {"serve", "walkthrough"}
     assert res["optimizer_state_bytes_per_masked_entry"] == 8.0  # m and v, fp32, per masked entry
+    # the dashboard's eight tabs, clicked through a real server on the tiny model
+    tabs = res["dashboard_tab_s"]
+    assert list(tabs) == ["load", "data", "knowledge check", "scores", "unlearning", "compare", "nf4 probe", "report"]
+    assert all(v > 0 for v in tabs.values()) and res["dashboard_total_s"] == pytest.approx(sum(tabs.values()), abs=0.1)
+    assert res["dashboard_max_action_s"] == max(v for k, v in tabs.items() if k != "unlearning")
     assert 0 < res["masked_entries"] < res["scored_weights"]
     assert res["masked_row_step_ratio"] > 0 and res["masked_row_gradient_tensors"] > 0  # grin_ui.rowgrad in use
     for kind in ("nf4", "fp4", "int8", "rtn4"):
