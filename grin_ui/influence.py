@@ -222,8 +222,7 @@ class Scores:
 
     def normalized(self, which: str = "grin") -> tuple[dict[str, torch.Tensor], ScoreIndex]:
         """The scores (or |G_f|) with each tensor divided by its median non-zero entry (grin_ui.mask,
-        ``normalize="tensor"``) and
-        their index; built on first use and cached (one more copy of the scores)."""
+        ``normalize="tensor"``) and their index; built on first use and cached (one more copy of the scores)."""
         if which not in ("grin", "forget-saliency"):
             raise GrinError(f"Unknown score kind '{which}'; use grin or forget-saliency.")
         if which not in self._normalized:

@@ -8,8 +8,7 @@ Selectors: ``grin`` (GRI scores), ``forget-saliency`` (|G_f| alone), ``random`` 
 our choice of direction), ``none`` (every scored weight).
 
 ``MaskConfig.normalize = "tensor"`` (our choice): before a global threshold, each tensor's scores are divided by that
-tensor's median non-zero score, so that no tensor wins the selection only because its scores
-are larger overall. It changes nothing for the tensor and row scopes (their rankings are within a tensor).
+tensor's median non-zero score, so that no tensor wins the selection only because its scores are larger overall. It changes nothing for the tensor and row scopes (their rankings are within a tensor).
 
 Scopes, with p the sparsity:
   * global: the k = max(1, round(p·total)) highest scores over all scored weights;
@@ -44,8 +43,8 @@ class Mask:
 
     masks: name -> bool tensor of the parameter's shape; tensors with no selected entry are omitted (training
     freezes them). selected: exact number of selected weights. total: number of scored weights. threshold: for
-    global grin/forget-saliency masks without normalisation, log10 of a score separating the selection (every selected score ≥
-    10^threshold ≥ every unselected score), else None. counts/numels: selected and total entries per scored tensor.
+    global grin/forget-saliency masks without normalisation, log10 of a score separating the selection (every
+    selected score ≥ 10^threshold ≥ every unselected score), else None. counts/numels: selected and total entries per scored tensor.
     """
 
     masks: dict[str, torch.Tensor]

@@ -164,8 +164,8 @@ BASELINE_METRICS = ("forget_hit", "retain_kept", "neighbours_kept", "kept_ends",
 def baselines(store: SessionStore, session: Session, cfg: RunConfig, progress=None,
               variants=BASELINES, seeds=(0, 1)) -> dict[str, dict]:
     """Same objective and budget, different selection (SPEC §3.6), each at every seed of ``seeds``: the runs of
-    grin_ui.selection_compare.run_selection from the original model (its learning rate per selection: ``cfg``'s,
-    scaled as selection_compare.LR_FACTORS says for the unmasked run), evaluated on every set without truth ratios
+    grin_ui.selection_compare.run_selection from the original model (each selection's learning rate: ``cfg``'s,
+    scaled by selection_compare.LR_FACTORS), evaluated on every set without truth ratios
     or holdout answers. Returns label -> {selection, lr, seeds, runs, <metric>: {n, mean, lo, hi}} (95 % interval
     over seeds); kept in ``session.baselines``. The session's own delta is untouched."""
     import time
