@@ -211,13 +211,16 @@ def interval(values) -> dict:
 
 
 def aggregate(rows: list[dict], metrics=METRICS) -> list[dict]:
-    """Per (example, selection), in first-seen order: seeds, the learning rate(s) and :func:`interval` of each
-    metric."""
+    """Per (example, selection) — examples in first-seen order, selections in :data:`SELECTIONS` order: seeds, the
+    learning rate(s) and :func:`interval` of each metric."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r.get("example", ""), r["selection"]), []).append(r)
+    examples = list(dict.fromkeys(ex for ex, _ in groups))
+    order = list(SELECTIONS)
     out = []
-    for (ex, sel), rs in groups.items():
+    for (ex, sel), rs in sorted(groups.items(), key=lambda kv: (examples.index(kv[0][0]),
+                                                                 order.index(kv[0][1]) if kv[0][1] in order else 99)):
         out.append({"example": ex, "selection": sel, "seeds": [r["seed"] for r in rs],
                     "lr": sorted({r["lr"] for r in rs}), "masks": len({r["mask"] for r in rs}),
                     **{m: interval([r.get(m) for r in rs]) for m in metrics}})

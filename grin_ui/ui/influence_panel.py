@@ -12,7 +12,13 @@ forget with how much it matters to the data to keep: **score = |forget gradient|
 (one backward pass over each set, no training). Weights with a high score carry the forget set specifically; GRIN
 edits only those. The heatmaps show where they sit (transformer block × module type); the histogram shows the
 log10 scores with the **threshold** of the current mask. Move the **sparsity** slider or switch the **scope**: the
-selection updates at once, without recomputing gradients."""
+selection updates at once, without recomputing gradients.
+
+**What the evidence says so far** (README, "Does the selection earn its place?"; bundled model, three seeds, partial):
+at an equal budget and a learning rate swept for each selection, the GRI mask has **not** beaten a random mask of
+the same size — on the near-neighbour example it kept 43 % of the neighbour capitals against 50 % for a random mask
+and 69 % for the largest weights, with overlapping intervals. Check it on your own data with **Compare with
+baselines** in the Unlearn tab."""
 
 SCOPE_HELP = {"global": "one threshold over all scored weights", "tensor": "top p of each weight matrix",
               "row": "top p of the output rows of each matrix (by their mean score)"}
