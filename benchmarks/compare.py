@@ -1,8 +1,8 @@
 """Does the GRI selection earn its place? Selections × examples × seeds at an equal budget, one table.
 
     .venv/bin/python benchmarks/compare.py --sweep            # 1. the learning rate of each selection (tuning split)
-    .venv/bin/python benchmarks/compare.py                    # 2. the comparison, at the sweep's learning rates
-    .venv/bin/python benchmarks/compare.py --table runs/compare.jsonl [more.jsonl ...]   # the table of result files
+    .venv/bin/python benchmarks/compare.py --out benchmarks/results/compare-A.jsonl   # 2. the comparison (resumes)
+    .venv/bin/python benchmarks/compare.py --table benchmarks/results/compare-A.jsonl [more.jsonl ...]   # a table
     .venv/bin/python benchmarks/compare.py --quick --model DIR --examples dir:PATH       # a smoke run (tests)
 
 The runs are grin_ui.selection_compare's (the code behind the dashboard's "Compare with baselines"): the default
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tune import ROOT, load_sets, model_for, records  # noqa: E402
 
 FULL = "grin,grin-fisher,grin-sum-abs,random,forget-saliency,magnitude,none"
+RESULTS = ROOT / "benchmarks" / "results"  # the measured results the README's tables come from (kept in the repo)
 TUNING_EXAMPLE = "world-capitals"
 SWEEP = (1.0, 2.0, 4.0, 8.0)  # × the base learning rate: the default's (2e-3), every weight 1e-5
 SWEEP_BASE = {"none": 1e-5}
@@ -154,9 +155,10 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=8, help="steps between points of the trade-off curve")
     ap.add_argument("--model", default="default")
     ap.add_argument("--sweep", action="store_true", help="choose each selection's learning rate on the tuning split")
-    ap.add_argument("--lrs", default=str(ROOT / "runs" / "compare-lrs.json"),
+    ap.add_argument("--lrs", default=str(RESULTS / "compare-lrs.json"),
                     help="selection -> learning rate (written by --sweep, read by the comparison)")
-    ap.add_argument("--out", default=str(ROOT / "runs" / "compare.jsonl"))
+    ap.add_argument("--out", default=str(RESULTS / "compare-sweep.jsonl"),
+                    help="results file (JSON lines; the default is the sweep's)")
     ap.add_argument("--plot", metavar="HTML", help="also write the trade-off curves")
     ap.add_argument("--table", nargs="+", metavar="JSONL", help="only print the table of result files")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 steps, short answers")
