@@ -12,9 +12,13 @@ import os
 import platform
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -143,6 +147,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serving(model_spec: str, timeout: float = 180.0):
+    """`grin-ui serve --model model_spec` in a subprocess on a free local port, yielded as ``(url, ready_s)`` once
+    GET / answers 200 (``ready_s``: seconds from the start); stopped on exit. Raises with the server's log tail if
+    it does not answer within ``timeout``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.NamedTemporaryFile("w+", prefix="grin-serve-", suffix=".log") as log_file:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "grin_ui.cli", "serve", "--port", str(port), "--model",
+                                 model_spec], stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            ready = None
+            while ready is None and time.perf_counter() - t0 < timeout and proc.poll() is None:
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as r:
+                        if r.status == 200:
+                            ready = time.perf_counter() - t0
+                except OSError:
+                    time.sleep(0.2)
+            if ready is None:
+                log_file.seek(0)
+                raise RuntimeError(f"serve did not answer 200 within {timeout:.0f} s (exit {proc.poll()}): "
+                                   f"{log_file.read()[-600:]}")
+            yield url, ready
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def machine() -> dict:

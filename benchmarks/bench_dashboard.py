@@ -7,38 +7,13 @@ from the request to its answer. Runs after the walkthrough, with the benchmark's
 from __future__ import annotations
 
 import gc
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 
-from bench_common import Bench, free_port
+from bench_common import Bench, serving
 
 NAME = "dashboard"
 NEEDS: tuple[str, ...] = ()
 NOT_UNLEARNING = ("load", "data", "knowledge check", "scores", "compare", "nf4 probe", "report")
-
-
-def _serve(model_spec: str, timeout: float = 180.0):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    log = tempfile.NamedTemporaryFile("w+", prefix="grin-dash-", suffix=".log")
-    proc = subprocess.Popen([sys.executable, "-m", "grin_ui.cli", "serve", "--port", str(port), "--model", model_spec],
-                            stdout=log, stderr=subprocess.STDOUT)
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < timeout:
-        if proc.poll() is not None:
-            break
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return proc, url, log
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    log.seek(0)
-    raise RuntimeError(f"serve did not answer within {timeout:.0f} s: {log.read()[-600:]}")
 
 
 def bench_dashboard(model_spec: str, example: str, res: dict) -> None:
@@ -47,8 +22,7 @@ def bench_dashboard(model_spec: str, example: str, res: dict) -> None:
     from grin_ui.config import RunConfig
 
     d = RunConfig()
-    proc, url, log = _serve(model_spec)
-    try:
+    with serving(model_spec) as (url, _):
         c = Client(url, verbose=False)
         steps = [
             ("load", lambda: (c.predict(api_name="/start"), c.predict(model_spec, api_name="/load_model"))),
@@ -69,13 +43,6 @@ def bench_dashboard(model_spec: str, example: str, res: dict) -> None:
             t0 = time.perf_counter()
             call()
             tabs[name] = round(time.perf_counter() - t0, 2)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
     res["dashboard_tab_s"] = tabs
     res.update({f"dashboard_{k.replace(' ', '_')}_s": v for k, v in tabs.items()})
     res["dashboard_total_s"] = round(sum(tabs.values()), 1)

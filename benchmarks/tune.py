@@ -90,20 +90,14 @@ def records(sets: dict) -> dict:
 
 
 def summarize(ev: dict, before: dict) -> dict:
-    def rate(e, name, key="answer_hit_rate"):
-        return e[name].get(key) if name in e else None
+    """The comparison's metrics (grin_ui.selection_compare.summarize), each set's hit rate before and after, and a
+    few generations to read."""
+    from grin_ui.selection_compare import summarize as compare_metrics
 
-    out = {"forget_hit": rate(ev, "forget"), "forget_hit_before": rate(before, "forget")}
+    out = compare_metrics(ev, before)
     for name in ("retain", "neighbours", "holdout"):
         if name in ev:
-            out[f"{name}_hit"], out[f"{name}_hit_before"] = rate(ev, name), rate(before, name)
-    kept = [e for name in ("retain", "neighbours") if name in ev for e in ev[name]["examples"]]
-    out["kept_ends"] = sum(bool(e.get("finished")) for e in kept) / max(1, len(kept))
-    out["kept_loops"] = sum(bool(e.get("loop")) for e in kept) / max(1, len(kept))
-    fl = ev["forget"]["fluency"]
-    out["forget_loops"] = fl["loop_rate"]
-    out["forget_gibberish"] = fl.get("gibberish_rate")
-    out["mia_auc"] = ev.get("mia", {}).get("loss_auc")
+            out[f"{name}_hit"], out[f"{name}_hit_before"] = ev[name]["answer_hit_rate"], before[name]["answer_hit_rate"]
     out["forget_samples"] = [e["generation"][:80] for e in ev["forget"]["examples"][:4]]
     out["forget_gibberish_nll"] = [e.get("gibberish_nll") for e in ev["forget"]["examples"]]
     out["kept_samples"] = [e["generation"][:80] for name in ("neighbours", "retain") if name in ev

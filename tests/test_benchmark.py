@@ -6,25 +6,16 @@ must be a finite positive number, and the optimizer state must be exactly two fp
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("grin_bench_run", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.helpers import load_script
 
 
 def test_quick_benchmark_on_tiny_model(tiny_dir, tmp_path):
-    bench = _bench_module()
+    bench = load_script("benchmarks/run.py")
     out = tmp_path / "bench.json"
     bench.main(["--quick", "--model", tiny_dir, "--skip", "serve,walkthrough", "--threads", "1",
                 "--probe-examples", "2", "--probe-steps", "1", "--json", str(out)])

@@ -3,7 +3,6 @@ bundled model still knows every real-knowledge fact (slow)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,17 +10,14 @@ import pytest
 
 from grin_ui.data import load_file
 from grin_ui.examples import examples_dir, list_examples, load_example
+from tests.helpers import load_script
 
-ROOT = Path(__file__).resolve().parent.parent
 AUTHORS = examples_dir() / "fictitious-authors"
 REAL = examples_dir() / "real-knowledge"
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"scripts/{name}.py")
 
 
 def _rows(path: Path) -> list[dict]:

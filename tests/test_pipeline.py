@@ -33,7 +33,7 @@ def hits(lm, records):
 def test_grin_makes_the_tiny_model_forget(tiny_lm, tiny_sets):
     forget, retain = tiny_sets["forget"], tiny_sets["retain"]
     before = weights(tiny_lm.model)
-    f0, r0 = answer_nll(tiny_lm, forget), answer_nll(tiny_lm, retain)
+    f0 = answer_nll(tiny_lm, forget)
     assert hits(tiny_lm, forget) == 6 and hits(tiny_lm, retain) == 12
     stages = []
     res = unlearn_pipeline(tiny_lm, forget, retain, RunConfig(**TINY), progress=lambda *a: stages.append(a))

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-SCALE = Path(__file__).resolve().parent.parent / "benchmarks" / "scale.py"
+from tests.helpers import load_script
 
 
 def test_scale_benchmark_structure_on_tiny_config(tmp_path):
-    spec = importlib.util.spec_from_file_location("grin_bench_scale", SCALE)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("benchmarks/scale.py")
     out = tmp_path / "scale.json"
     assert mod.main(["--sizes", "tiny", "--quick", "--threads", "1", "--device", "cpu", "--child",
                      "--json", str(out)]) == 0

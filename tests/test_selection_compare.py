@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -15,14 +14,7 @@ from grin_ui.errors import GrinError
 from grin_ui.models import load_model
 from tests import tiny
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "compare.py"
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("grin_bench_compare", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.helpers import load_script
 
 
 def _write_sets(folder: Path) -> dict:
@@ -35,7 +27,7 @@ def _write_sets(folder: Path) -> dict:
 
 
 def test_quick_comparison_on_tiny_model(tiny_dir, tmp_path):
-    bench = _bench()
+    bench = load_script("benchmarks/compare.py")
     data = tmp_path / "data"
     _write_sets(data)
     out = tmp_path / "rows.jsonl"
@@ -93,7 +85,7 @@ def test_interval_and_lr_choice():
     half = 12.7062047 * math.sqrt(0.02) / math.sqrt(2)  # t(0.975, 1) · sd / √n
     assert iv["hi"] - iv["mean"] == pytest.approx(half, rel=1e-6)
     assert SC.interval([0.5])["lo"] is None and SC.interval([None])["mean"] is None
-    bench = _bench()
+    bench = load_script("benchmarks/compare.py")
     rows = [{"lr": 1e-3, "forget_hit": 0.5, "retain_kept": 1.0, "neighbours_kept": 1.0},
             {"lr": 2e-3, "forget_hit": 0.0, "retain_kept": 0.8, "neighbours_kept": 0.6},
             {"lr": 4e-3, "forget_hit": 0.1, "retain_kept": 0.9, "neighbours_kept": 0.8}]

@@ -4,7 +4,6 @@ hundreds of MB is refused before it is decoded)."""
 
 from __future__ import annotations
 
-import codecs
 import json
 import random
 import resource
