@@ -53,22 +53,20 @@ def tuning_split(sets: dict, n: int = 8, seed: int = 0) -> dict:
     return {**sets, "forget": [nb[i] for i in idx], "neighbours": [r for i, r in enumerate(nb) if i not in idx]}
 
 
-def _kept(r: dict) -> float:
-    vals = [v for v in (r.get("retain_kept"), r.get("neighbours_kept")) if v is not None]
-    return sum(vals) / len(vals) if vals else 0.0
-
-
 def choose_lr(rows: list[dict]) -> float:
     """The sweep's rule (module docstring) over one selection's rows."""
-    kept = _kept
-    rows = [r for r in rows if r.get("forget_hit") is not None]
+    from grin_ui.selection_compare import balance
+
+    rows = [r for r in rows if balance(r) is not None]
     if not rows:
         raise SystemExit("the sweep has no result to choose a learning rate from")
-    return max(rows, key=lambda r: kept(r) - r["forget_hit"])["lr"]
+    return max(rows, key=balance)["lr"]
 
 
 def sweep_table(rows: list[dict]) -> str:
     """The sweep's runs, one line per (selection, learning rate), the chosen rate marked."""
+    from grin_ui.selection_compare import balance
+
     lines = ["| selection | learning rate | forget hit % | retain kept % | neighbours kept % | balance | chosen |",
              "|---|---|---|---|---|---|---|"]
     for sel in dict.fromkeys(r["selection"] for r in rows):
@@ -76,7 +74,7 @@ def sweep_table(rows: list[dict]) -> str:
         best = choose_lr(mine)
         for r in mine:
             lines.append(f"| {sel} | {r['lr']:g} | {100 * r['forget_hit']:.0f} | {100 * r['retain_kept']:.0f} | "
-                         f"{100 * r['neighbours_kept']:.0f} | {_kept(r) - r['forget_hit']:.2f} | "
+                         f"{100 * r['neighbours_kept']:.0f} | {balance(r):.2f} | "
                          f"{'✓' if r['lr'] == best else ''} |")
     return "\n".join(lines)
 
@@ -166,6 +164,8 @@ def main(argv=None) -> int:
     if args.table:
         rows = [r for r in read_rows(args.table) if not r.get("tuning")]
         print(SC.markdown_table(SC.aggregate(rows)))
+        print()
+        print(SC.versus_table(SC.versus(rows)))
         if args.plot:
             plot(rows, Path(args.plot))
         return 0

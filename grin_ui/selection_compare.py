@@ -23,6 +23,7 @@ import hashlib
 import math
 import statistics
 import time
+import warnings
 
 from grin_ui import journey
 from grin_ui.config import RunConfig
@@ -45,8 +46,8 @@ SELECTIONS: dict[str, tuple[str, dict]] = {
 # each selection's learning rate as a multiple of GRIN's, from the sweep of benchmarks/compare.py (24 steps, tuning
 # split: GRIN, random and magnitude 1.6e-2, Fisher GRI 8e-3, forget-only saliency 2e-3, every weight 4e-5)
 LR_FACTORS: dict[str, float] = {"none": 0.0025, "forget-saliency": 0.125, "grin-fisher": 0.5}
-METRICS = ("forget_hit", "retain_kept", "neighbours_kept", "kept_ends", "kept_loops", "forget_gibberish", "mia_auc",
-           "changed", "steps_run")
+METRICS = ("forget_hit", "retain_kept", "neighbours_kept", "balance", "kept_ends", "kept_loops", "forget_gibberish",
+           "mia_auc", "changed", "steps_run")
 
 
 CURVE_EXAMPLES = 16  # examples per set on the trade-off curve (a fixed, evenly spaced sample: grin_ui.dynamics)
@@ -105,6 +106,16 @@ def _rate(ev: dict, name: str) -> float | None:
 def _kept(ev: dict, before: dict, name: str) -> float | None:
     a, b = _rate(ev, name), _rate(before, name)
     return None if a is None or not b else a / b
+
+
+def balance(row: dict) -> float | None:
+    """The one-number trade-off of a run (*our choice*, also the learning-rate sweep's rule): kept — the mean of the
+    retain and neighbours answers kept, as fractions of before — minus the forget hit rate. 1 is perfect (every kept
+    answer kept, every forget answer gone); 0, e.g., nothing changed on a fully known forget set."""
+    kept = [v for v in (row.get("retain_kept"), row.get("neighbours_kept")) if v is not None]
+    if not kept or row.get("forget_hit") is None:
+        return None
+    return sum(kept) / len(kept) - row["forget_hit"]
 
 
 def trade_off_curve(dynamics: dict | None) -> list[list[float]]:
@@ -223,8 +234,60 @@ def aggregate(rows: list[dict], metrics=METRICS) -> list[dict]:
                                                                  order.index(kv[0][1]) if kv[0][1] in order else 99)):
         out.append({"example": ex, "selection": sel, "seeds": [r["seed"] for r in rs],
                     "lr": sorted({r["lr"] for r in rs}), "masks": len({r["mask"] for r in rs}),
-                    **{m: interval([r.get(m) for r in rs]) for m in metrics}})
+                    **{m: interval([balance(r) if m == "balance" else r.get(m) for r in rs]) for m in metrics}})
     return out
+
+
+def versus(rows: list[dict], reference: str = "random", metrics=("balance", "forget_hit", "retain_kept",
+                                                                    "neighbours_kept")) -> list[dict]:
+    """Each selection against ``reference`` on the same example: per metric the difference of the means over seeds
+    (selection − reference), its 95 % interval and two-sided p-value from Welch's t-test (unequal variances; the
+    seeds of two selections are independent draws). Examples and selections in :func:`aggregate`'s order; a
+    difference with fewer than two seeds on either side, or no variance on both, has interval and p None."""
+    from scipy import stats
+
+    cells = [(a["example"], a["selection"]) for a in aggregate(rows, metrics=())]
+    out = []
+    for ex, sel in cells:
+        if sel == reference or (ex, reference) not in cells:
+            continue
+        mine = [r for r in rows if r.get("example", "") == ex and r["selection"] == sel]
+        ref = [r for r in rows if r.get("example", "") == ex and r["selection"] == reference]
+        row = {"example": ex, "selection": sel, "reference": reference, "seeds": (len(mine), len(ref))}
+        for m in metrics:
+            get = balance if m == "balance" else (lambda r, m=m: r.get(m))
+            a = [float(v) for v in map(get, mine) if v is not None]
+            b = [float(v) for v in map(get, ref) if v is not None]
+            d = {"diff": statistics.fmean(a) - statistics.fmean(b) if a and b else None, "lo": None, "hi": None,
+                 "p": None}
+            if len(a) >= 2 and len(b) >= 2 and (statistics.stdev(a) > 0 or statistics.stdev(b) > 0):
+                with warnings.catch_warnings():  # scipy warns of precision loss when one side has no variance
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    t = stats.ttest_ind(a, b, equal_var=False)
+                ci = t.confidence_interval(0.95)
+                d.update(lo=float(ci.low), hi=float(ci.high), p=float(t.pvalue))
+            row[m] = d
+        out.append(row)
+    return out
+
+
+def _diff_cell(d: dict) -> str:
+    if d["diff"] is None:
+        return "—"
+    if d["lo"] is None:
+        return f"{100 * d['diff']:+.0f}"
+    return f"{100 * d['diff']:+.0f} [{100 * d['lo']:+.0f}, {100 * d['hi']:+.0f}], p {d['p']:.2f}"
+
+
+def versus_table(vs: list[dict]) -> str:
+    """:func:`versus` as a markdown table: differences in percentage points, [95 % interval], p-value."""
+    lines = ["| example | selection − reference | seeds | balance | forget hit | retain kept | neighbours kept |",
+             "|---|---|---|---|---|---|---|"]
+    for v in vs:
+        lines.append(f"| {v['example']} | {v['selection']} − {v['reference']} | {v['seeds'][0]} vs {v['seeds'][1]} | "
+                     + " | ".join(_diff_cell(v[m]) for m in ("balance", "forget_hit", "retain_kept",
+                                                              "neighbours_kept")) + " |")
+    return "\n".join(lines)
 
 
 def _cell(iv: dict, pct: bool = True, digits: int = 0) -> str:
@@ -237,7 +300,7 @@ def _cell(iv: dict, pct: bool = True, digits: int = 0) -> str:
 
 
 TABLE_COLUMNS = ("example", "selection", "lr", "seeds", "distinct masks", "forget hit %", "retain kept %",
-                 "neighbours kept %", "kept answers end %", "forget gibberish %", "MIA AUC", "weights changed")
+                 "neighbours kept %", "balance", "kept answers end %", "forget gibberish %", "MIA AUC", "weights changed")
 
 
 def markdown_table(agg: list[dict]) -> str:
@@ -248,6 +311,6 @@ def markdown_table(agg: list[dict]) -> str:
         lines.append("| " + " | ".join([
             a["example"], a["selection"], ", ".join(f"{x:g}" for x in a["lr"]), str(len(a["seeds"])),
             str(a["masks"]), _cell(a["forget_hit"]), _cell(a["retain_kept"]), _cell(a["neighbours_kept"]),
-            _cell(a["kept_ends"]), _cell(a["forget_gibberish"]), _cell(a["mia_auc"], pct=False),
+            _cell(a["balance"], pct=False), _cell(a["kept_ends"]), _cell(a["forget_gibberish"]), _cell(a["mia_auc"], pct=False),
             "—" if ch is None else f"{ch:,.0f}"]) + " |")
     return "\n".join(lines)

@@ -93,5 +93,32 @@ def test_interval_and_lr_choice():
     # none forgets: the best balance kept − forget hit (0.5, 0.1, 0.15)
     assert bench.choose_lr([dict(r, forget_hit=0.5 + i / 10) for i, r in enumerate(rows)]) == 1e-3
     assert bench.choose_lr([dict(r, forget_hit=0.6 - r["lr"] * 100) for r in rows]) == 4e-3  # (0.5, 0.3, 0.65)
+    assert SC.balance({"forget_hit": 0.25, "retain_kept": 1.0, "neighbours_kept": 0.5}) == 0.5
+    assert SC.balance({"forget_hit": 0.25, "retain_kept": 0.75, "neighbours_kept": None}) == 0.5
+    assert SC.balance({"forget_hit": None, "retain_kept": 1.0}) is None
     with pytest.raises(GrinError, match="Unknown selection 'best'"):
         SC.selection_config(SC.protocol_config(), "best", 0)
+
+
+def test_versus_reference_with_welch_intervals():
+    from scipy import stats
+
+    def row(ex, sel, seed, forget, retain):
+        return {"example": ex, "selection": sel, "seed": seed, "lr": 1e-3, "mask": f"{sel}{seed}",
+                "forget_hit": forget, "retain_kept": retain, "neighbours_kept": None}
+
+    grin, rand = [0.0, 0.0, 0.125], [0.25, 0.375, 0.125]
+    rows = ([row("a", "grin", i, f, 1.0) for i, f in enumerate(grin)]
+            + [row("a", "random", i, f, 1.0) for i, f in enumerate(rand)]
+            + [row("b", "grin", 0, 0.0, 1.0)])  # no reference on example b: not compared
+    vs = SC.versus(rows)
+    assert [(v["example"], v["selection"], v["seeds"]) for v in vs] == [("a", "grin", (3, 3))]
+    d = vs[0]["forget_hit"]
+    t = stats.ttest_ind(grin, rand, equal_var=False)
+    assert d["diff"] == pytest.approx(-0.625 / 3) and d["p"] == pytest.approx(t.pvalue)
+    assert d["lo"] < d["diff"] < d["hi"] and d["hi"] - d["diff"] == pytest.approx(d["diff"] - d["lo"])
+    assert vs[0]["balance"]["diff"] == pytest.approx(0.625 / 3)  # retain identical: balance = −forget difference
+    assert vs[0]["retain_kept"] == {"diff": 0.0, "lo": None, "hi": None, "p": None}  # no variance on either side
+    assert vs[0]["neighbours_kept"]["diff"] is None
+    table = SC.versus_table(vs).splitlines()
+    assert len(table) == 3 and table[2].startswith("| a | grin − random | 3 vs 3 | +21 [")
