@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-OBJECTIVES = ("grad_ascent", "grad_diff", "npo", "simnpo", "idk", "flat")
+OBJECTIVES = ("grad_ascent", "grad_diff", "npo", "simnpo", "idk", "idk_npo", "flat")
 RETAIN_LOSSES = ("nll", "kl")
 SELECTORS = ("grin", "none", "random", "forget-saliency", "magnitude")
 STATISTICS = ("abs-sum", "sum-abs", "fisher")  # GRI gradient statistics (grin_ui.influence)
@@ -73,6 +73,7 @@ class UnlearnConfig:
     retain_loss: str = "nll"  # nll | kl (to the model before unlearning)
     alpha: float = 5.0  # retain weight
     npo_beta: float = 0.1
+    idk_npo_weight: float = 1.0  # idk_npo: weight of the NPO term beside the refusal (our choice)
     simnpo_beta: float = 4.5
     simnpo_gamma: float = 0.0
     flat_form: str = "tv"  # tv | kl

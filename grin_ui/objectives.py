@@ -218,6 +218,17 @@ def idk(model, batch: StepBatch, cfg: UnlearnConfig):
     return _with_retain(nll(model, batch.alt), model, batch, cfg)
 
 
+def idk_npo(model, batch: StepBatch, cfg: UnlearnConfig):
+    """IDK + NPO (*our choice*): loss = NLL(refusal | forget question) + w·NPO(forget) + α·retain, w =
+    cfg.idk_npo_weight. The refusal gives the forget questions a fluent answer; the NPO term (over the tokens that
+    carry the fact, like NPO) lowers the fact's own likelihood, which a refusal alone leaves far above that of facts
+    never known (membership inference still tells them apart)."""
+    beta = cfg.npo_beta
+    logp, _ = sequence_logprobs(model, batch.forget)
+    push = -(2.0 / beta) * F.logsigmoid(-beta * (logp - batch.forget_ref.to(logp.device))).mean()
+    return _with_retain(nll(model, batch.alt) + cfg.idk_npo_weight * push, model, batch, cfg)
+
+
 def flat(model, batch: StepBatch, cfg: UnlearnConfig):
     """FLAT (forget data only): P_e = mean per-token probability of the refusal (template) answer, P_f = that of the
     forget answer, per example; loss = mean_batch of −½·tanh(P_e) + ½·tanh(P_f) (cfg.flat_form "tv", in [−½, ½])
@@ -237,10 +248,12 @@ OBJECTIVES = {
     "npo": npo,
     "simnpo": simnpo,
     "idk": idk,
+    "idk_npo": idk_npo,
     "flat": flat,
 }
 
 # what each objective needs besides the forget batch
-USES_RETAIN = {"grad_ascent": False, "grad_diff": True, "npo": True, "simnpo": True, "idk": True, "flat": False}
-USES_REFUSAL = {"idk", "flat"}
-USES_FORGET_REFERENCE = {"npo"}
+USES_RETAIN = {"grad_ascent": False, "grad_diff": True, "npo": True, "simnpo": True, "idk": True, "idk_npo": True,
+               "flat": False}
+USES_REFUSAL = {"idk", "idk_npo", "flat"}
+USES_FORGET_REFERENCE = {"npo", "idk_npo"}

@@ -26,7 +26,8 @@ objectives that train an alternative answer (IDK, FLAT: the refusal replaces the
 under teacher forcing may stay above the reference level), where every check generates and the run stops as soon as
 the greedy answers no longer give the fact. (Also requiring the level for them was measured and not kept: on taught
 facts IDK did not reach it within 80 steps — membership-inference AUC 1.0 at the step-16 stop, 0.94 after all 80 —
-so the rule only made runs five times longer; README, "Quality".)
+so the rule only made runs five times longer; README, "Quality".) IDK+NPO (``idk_npo``), which also pushes the
+fact's likelihood down, is checked like NPO: the level first, then the greedy answers.
 
 **And kept** (``stop_keep_margin`` ≥ 0, with a retain set): the first steps of unlearning hurt facts of the same kind
 too (the forget gradient at the answer positions is shared by every question of the kind); the retain term then
@@ -105,13 +106,13 @@ class ForgetCheck:
                      for r in forget if r.is_qa for a in r.perturbed_answers]
             ref, ref_items = (("perturbed", encode(_sample(wrong), tokenizer, max_tokens, focus=focus).items)
                               if wrong else ("none", []))
-        from grin_ui.objectives import USES_REFUSAL
+        from grin_ui.objectives import USES_FORGET_REFERENCE, USES_REFUSAL
 
         keep = cfg.stop_keep_margin if retain else -1.0
         kept = [r for r in _sample(list(retain)) if r.is_qa] if retain and keep >= 0 else []
         r_items = encode(kept, tokenizer, max_tokens).items if kept else []
         return cls(tokenizer, forget, items, ref, ref_items, cfg.stop_margin, cfg.stop_hit_rate,
-                   cfg.stop_check_tokens, cfg.objective in USES_REFUSAL, r_items, kept, keep)
+                   cfg.stop_check_tokens, cfg.objective in USES_REFUSAL - USES_FORGET_REFERENCE, r_items, kept, keep)
 
     def _hits(self, model, records: list[Record], items) -> int:
         gens = generate_ids(model, self.tokenizer, [it.input_ids[: it.prompt_len] for it in items], self.tokens, 16)

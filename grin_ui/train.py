@@ -288,6 +288,8 @@ def check_unlearn_config(cfg: UnlearnConfig) -> None:
         raise GrinError(f"Unknown FLAT form '{cfg.flat_form}'; use tv or kl.")
     if cfg.batch_size < 1:
         raise GrinError(f"The batch size must be ≥ 1, got {cfg.batch_size}.")
+    if not cfg.idk_npo_weight >= 0:
+        raise GrinError(f"idk_npo_weight must be ≥ 0, got {cfg.idk_npo_weight}.")
     for name in ("npo_beta", "simnpo_beta"):
         if not getattr(cfg, name) > 0:
             raise GrinError(f"{name} must be > 0, got {getattr(cfg, name)}.")

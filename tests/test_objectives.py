@@ -82,6 +82,14 @@ def test_values_at_the_reference_model(tiny_lm, tiny_sets):
         loss, f, r = OBJECTIVES["idk"](model, b, cfg)
         assert f.item() == pytest.approx(nll(model, b.alt).item()) and f.item() > 1.0  # refusals unknown yet
 
+    cfg, data = step_batch(tiny_lm, tiny_sets, "idk_npo", idk_npo_weight=0.5)
+    b = data.step_batch(0)
+    with torch.no_grad():
+        loss, f, r = OBJECTIVES["idk_npo"](model, b, cfg)
+        # at π = π_ref the NPO term is (2/β) log 2, weighted 0.5, beside the refusal NLL
+        assert f.item() == pytest.approx(nll(model, b.alt).item() + 0.5 * (2 / 0.1) * math.log(2), rel=1e-5)
+        assert loss.item() == pytest.approx(f.item() + 5.0 * r.item(), rel=1e-5)
+
 
 def test_kl_retain_term_grows_when_the_model_moves(tiny_lm, tiny_sets):
     model = tiny_lm.model
@@ -94,7 +102,7 @@ def test_kl_retain_term_grows_when_the_model_moves(tiny_lm, tiny_sets):
     assert kl > 0.1
 
 
-@pytest.mark.parametrize("objective", ["grad_ascent", "grad_diff", "npo", "simnpo", "idk", "flat"])
+@pytest.mark.parametrize("objective", ["grad_ascent", "grad_diff", "npo", "simnpo", "idk", "idk_npo", "flat"])
 def test_each_objective_decreases_its_own_loss(tiny_lm, tiny_sets, objective):
     cfg, data = step_batch(tiny_lm, tiny_sets, objective)
     fn = OBJECTIVES[objective]

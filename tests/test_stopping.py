@@ -105,3 +105,18 @@ def test_and_kept_waits_for_the_retain_answers(tiny_lm, tiny_sets):
     for c in b["checks"]:
         if "retain_nll" in c and not c["stop"]:
             assert c["retain_nll"] > b["retain_nll_start"]
+
+
+def test_refusal_objectives_are_confirmed_greedily_at_every_check(tiny_lm, tiny_sets):
+    from grin_ui.stopping import ForgetCheck
+
+    def rule(objective):
+        check = ForgetCheck.build(tiny_lm.tokenizer, tiny_sets["forget"], tiny_sets["holdout"],
+                                  UnlearnConfig(objective=objective))
+        return check.greedy_always, check.summary(None, 80, 4)["rule"]
+
+    # a refusal can replace the answer while the fact stays likely: IDK and FLAT are decided by the greedy answers;
+    # NPO and IDK+NPO push the fact down, so the reference level is required first
+    assert rule("idk") == (True, "stop when forgotten (greedy answers gone)") and rule("flat")[0]
+    assert rule("idk_npo") == (False, "stop when forgotten (reference level reached, greedy answers gone)")
+    assert rule("npo")[0] is False

@@ -27,7 +27,8 @@ several seeds (the random draw, the noise and the batch order change), and shows
 `benchmarks/compare.py` runs the same comparison on the built-in examples over five seeds."""
 
 OBJECTIVE_HELP = {"npo": "NPO", "simnpo": "SimNPO", "grad_ascent": "gradient ascent", "grad_diff": "gradient difference",
-                  "idk": "IDK (train a refusal)", "flat": "FLAT (forget data only)"}
+                  "idk": "IDK (train a refusal)", "idk_npo": "IDK + NPO (a refusal, and the fact pushed down)",
+                  "flat": "FLAT (forget data only)"}
 BASELINE_HEADERS = ["selection", "learning rate", "seeds", "weights selected", "forget hit % ↓", "retain kept % ↑",
                     "neighbours kept % ↑", "kept answers end % ↑", "forget gibberish % ↓", "seconds per run"]
 BASELINE_BARS = {"forget_hit": "forget hit rate ↓", "retain_kept": "retain kept ↑", "neighbours_kept": "neighbours kept ↑"}
