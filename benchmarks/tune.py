@@ -95,9 +95,10 @@ def summarize(ev: dict, before: dict) -> dict:
     from grin_ui.selection_compare import summarize as compare_metrics
 
     out = compare_metrics(ev, before)
-    for name in ("retain", "neighbours", "holdout"):
+    for name in ("retain", "neighbours", "holdout"):  # holdout: no hit rate unless its generations were asked for
         if name in ev:
-            out[f"{name}_hit"], out[f"{name}_hit_before"] = ev[name]["answer_hit_rate"], before[name]["answer_hit_rate"]
+            out[f"{name}_hit"] = ev[name].get("answer_hit_rate")
+            out[f"{name}_hit_before"] = before[name].get("answer_hit_rate")
     out["forget_samples"] = [e["generation"][:80] for e in ev["forget"]["examples"][:4]]
     out["forget_gibberish_nll"] = [e.get("gibberish_nll") for e in ev["forget"]["examples"]]
     out["kept_samples"] = [e["generation"][:80] for name in ("neighbours", "retain") if name in ev

@@ -122,3 +122,19 @@ def test_versus_reference_with_welch_intervals():
     assert vs[0]["neighbours_kept"]["diff"] is None
     table = SC.versus_table(vs).splitlines()
     assert len(table) == 3 and table[2].startswith("| a | grin − random | 3 vs 3 | +21 [")
+
+
+def test_tune_summary_of_an_evaluation():
+    tune = load_script("benchmarks/tune.py")
+
+    def ev(forget, retain):
+        return {"forget": {"answer_hit_rate": forget, "fluency": {"loop_rate": 0.0, "gibberish_rate": 0.25},
+                           "examples": [{"generation": "I don't know.", "gibberish_nll": 1.5}]},
+                "retain": {"answer_hit_rate": retain, "examples": [{"generation": "Paris.", "finished": True}]},
+                "holdout": {"examples": []},  # scored by log-probabilities only: no hit rate
+                "mia": {"loss_auc": 0.5}}
+
+    s = tune.summarize(ev(0.0, 0.75), ev(1.0, 1.0))
+    assert s["forget_hit"] == 0.0 and s["forget_hit_before"] == 1.0 and s["retain_kept"] == 0.75
+    assert s["retain_hit"] == 0.75 and s["holdout_hit"] is None and s["kept_ends"] == 1.0
+    assert s["forget_gibberish"] == 0.25 and s["forget_gibberish_nll"] == [1.5] and s["mia_auc"] == 0.5
