@@ -50,14 +50,17 @@ METRICS = ("forget_hit", "retain_kept", "neighbours_kept", "balance", "kept_ends
            "mia_auc", "changed", "steps_run")
 
 
+PROTOCOL_OBJECTIVE, PROTOCOL_LR = "idk", 2e-3
 CURVE_EXAMPLES = 16  # examples per set on the trade-off curve (a fixed, evenly spaced sample: grin_ui.dynamics)
 
 
 def protocol_config(steps: int = 24, record_every: int = 8) -> RunConfig:
-    """The comparison's shared settings: the default objective and knobs, a fixed budget of ``steps`` (the stopping
-    rule off, so every selection gets the same number of updates), the trade-off curve recorded every
-    ``record_every`` steps; evaluation without truth ratios, holdout generations or utility."""
+    """The comparison's shared settings: the default knobs with the objective it was measured with (IDK, base
+    learning rate 2e-3: pinned, so that the results files stay comparable when the defaults move), a fixed budget of
+    ``steps`` (the stopping rule off, so every selection gets the same number of updates), the trade-off curve
+    recorded every ``record_every`` steps; evaluation without truth ratios, holdout generations or utility."""
     cfg = RunConfig(probes=(), utility=False)
+    cfg.unlearn.objective, cfg.unlearn.lr = PROTOCOL_OBJECTIVE, PROTOCOL_LR
     cfg.unlearn.steps = steps
     cfg.unlearn.stop_when_forgotten = False
     cfg.unlearn.dynamics_every = record_every
