@@ -124,17 +124,23 @@ def run(example: str, sets: dict, jobs: list[tuple], base, out: Path, done: set,
 def plot(rows: list[dict], path: Path) -> None:
     """Trade-off curves: per example a panel, per selection the mean over seeds of (forget P̄, kept P̄) per step."""
     import plotly.graph_objects as go
+    from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
+    from grin_ui.selection_compare import SELECTIONS
+
     examples = list(dict.fromkeys(r["example"] for r in rows))
+    names = sorted({r["selection"] for r in rows}, key=lambda n: list(SELECTIONS).index(n) if n in SELECTIONS else 99)
+    colour = {n: qualitative.Plotly[i % len(qualitative.Plotly)] for i, n in enumerate(names)}  # one per selection
     fig = make_subplots(rows=1, cols=len(examples), subplot_titles=examples)
     for c, ex in enumerate(examples, 1):
-        for sel in dict.fromkeys(r["selection"] for r in rows if r["example"] == ex):
+        for sel in [n for n in names if any(r["example"] == ex and r["selection"] == n for r in rows)]:
             curves = [r["curve"] for r in rows if r["example"] == ex and r["selection"] == sel and r["curve"]]
             n = min(len(cv) for cv in curves) if curves else 0
             xs = [sum(cv[i][1] for cv in curves) / len(curves) for i in range(n)]
             ys = [sum(cv[i][2] for cv in curves) / len(curves) for i in range(n)]
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=sel, legendgroup=sel, showlegend=c == 1,
+                                     line={"color": colour[sel]},
                                      text=[f"step {curves[0][i][0]}" for i in range(n)]), row=1, col=c)
         fig.update_xaxes(title_text="forget answer probability (fact tokens) ←", autorange="reversed", row=1, col=c)
         fig.update_yaxes(title_text="kept answer probability ↑", row=1, col=c)
