@@ -135,7 +135,7 @@ def run_example(example: str, settings: list[str], seeds: list[int], extra: list
     lm = model_for(example, sets)
     model, tok = lm.model, lm.tokenizer
     base = configure("default", [])
-    cache = ROOT / "runs" / "tune-cache" / example.replace(":", "-")  # beside no results file: it is large
+    cache = ROOT / "runs" / "tune-cache" / example.replace(":", "-")  # large (GRI scores): not beside the results
     if (cache / "scores.pt").is_file():  # the original model's evaluation and GRI scores do not depend on settings
         before = json.loads((cache / "before.json").read_text())
         scores = Scores(scores=torch.load(cache / "scores.pt"))
