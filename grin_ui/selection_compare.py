@@ -7,9 +7,10 @@
 Every run starts from the same model with the same data, objective, budget and stopping rule; only the selection
 (which weights may change, :data:`SELECTIONS`) and its learning rate differ. ``benchmarks/compare.py --sweep``
 chooses each selection's learning rate on a tuning split, so that no selection runs at a learning rate tuned for
-another; :data:`LR_FACTORS` carries the sweep's choices, as multiples of the base learning rate, to the dashboard. A seed drives everything random in a run: the random mask's draw, the noise and the batch
-order. The original model is evaluated once; GRI scores are computed once per gradient statistic and reused by every
-selection and seed that needs them. Each run records the trade-off curve (the forget and kept answers' teacher-forced
+another; :data:`LR_FACTORS` carries the sweep's choices, as multiples of the base learning rate, to the dashboard.
+A seed drives everything random in a run: the random mask's draw, the noise and the batch order. The original
+model is evaluated once; GRI scores are computed once per gradient statistic and reused by every selection and seed
+that needs them. ``versus`` tests each selection against the random mask (Welch's t). Each run records the trade-off curve (the forget and kept answers' teacher-forced
 probability every few steps, grin_ui.dynamics), is evaluated on every set (hit rates, fluency, membership inference),
 and is undone: the model is the original again afterwards.
 
@@ -303,7 +304,8 @@ def _cell(iv: dict, pct: bool = True, digits: int = 0) -> str:
 
 
 TABLE_COLUMNS = ("example", "selection", "lr", "seeds", "distinct masks", "forget hit %", "retain kept %",
-                 "neighbours kept %", "balance", "kept answers end %", "forget gibberish %", "MIA AUC", "weights changed")
+                 "neighbours kept %", "balance", "kept answers end %", "forget gibberish %", "MIA AUC",
+                 "weights changed")
 
 
 def markdown_table(agg: list[dict]) -> str:
@@ -314,6 +316,7 @@ def markdown_table(agg: list[dict]) -> str:
         lines.append("| " + " | ".join([
             a["example"], a["selection"], ", ".join(f"{x:g}" for x in a["lr"]), str(len(a["seeds"])),
             str(a["masks"]), _cell(a["forget_hit"]), _cell(a["retain_kept"]), _cell(a["neighbours_kept"]),
-            _cell(a["balance"], pct=False), _cell(a["kept_ends"]), _cell(a["forget_gibberish"]), _cell(a["mia_auc"], pct=False),
+            _cell(a["balance"], pct=False), _cell(a["kept_ends"]), _cell(a["forget_gibberish"]),
+            _cell(a["mia_auc"], pct=False),
             "—" if ch is None else f"{ch:,.0f}"]) + " |")
     return "\n".join(lines)
