@@ -197,10 +197,13 @@ def grad_diff(model, batch: StepBatch, cfg: UnlearnConfig):
 def npo(model, batch: StepBatch, cfg: UnlearnConfig):
     """NPO: loss = −(2/β)·mean_batch log σ(−β·(log π(y|x) − log π_ref(y|x))) + α·retain, β = cfg.npo_beta.
     Equals (2/β)·log 2 when π = π_ref; log π_ref comes from ``batch.forget_ref``."""
+    return _with_retain(_npo_term(model, batch, cfg), model, batch, cfg)
+
+
+def _npo_term(model, batch: StepBatch, cfg: UnlearnConfig) -> torch.Tensor:
     beta = cfg.npo_beta
     logp, _ = sequence_logprobs(model, batch.forget)
-    f = -(2.0 / beta) * F.logsigmoid(-beta * (logp - batch.forget_ref.to(logp.device))).mean()
-    return _with_retain(f, model, batch, cfg)
+    return -(2.0 / beta) * F.logsigmoid(-beta * (logp - batch.forget_ref.to(logp.device))).mean()
 
 
 def simnpo(model, batch: StepBatch, cfg: UnlearnConfig):
@@ -223,10 +226,8 @@ def idk_npo(model, batch: StepBatch, cfg: UnlearnConfig):
     cfg.idk_npo_weight. The refusal gives the forget questions a fluent answer; the NPO term (over the tokens that
     carry the fact, like NPO) lowers the fact's own likelihood, which a refusal alone leaves far above that of facts
     never known (membership inference still tells them apart)."""
-    beta = cfg.npo_beta
-    logp, _ = sequence_logprobs(model, batch.forget)
-    push = -(2.0 / beta) * F.logsigmoid(-beta * (logp - batch.forget_ref.to(logp.device))).mean()
-    return _with_retain(nll(model, batch.alt) + cfg.idk_npo_weight * push, model, batch, cfg)
+    f = nll(model, batch.alt) + cfg.idk_npo_weight * _npo_term(model, batch, cfg)
+    return _with_retain(f, model, batch, cfg)
 
 
 def flat(model, batch: StepBatch, cfg: UnlearnConfig):
