@@ -10,9 +10,10 @@ chooses each selection's learning rate on a tuning split, so that no selection r
 another; :data:`LR_FACTORS` carries the sweep's choices, as multiples of the base learning rate, to the dashboard.
 A seed drives everything random in a run: the random mask's draw, the noise and the batch order. The original
 model is evaluated once; GRI scores are computed once per gradient statistic and reused by every selection and seed
-that needs them. ``versus`` tests each selection against the random mask (Welch's t). Each run records the trade-off curve (the forget and kept answers' teacher-forced
-probability every few steps, grin_ui.dynamics), is evaluated on every set (hit rates, fluency, membership inference),
-and is undone: the model is the original again afterwards.
+that needs them. ``versus`` tests each selection against the random mask (Welch's t). Each run records the
+trade-off curve (the forget and kept answers' teacher-forced probability every few steps, grin_ui.dynamics), is
+evaluated on every set (hit rates, fluency, membership inference), and is undone: the model is the original again
+afterwards.
 
 The dashboard's "Compare with baselines" and ``benchmarks/compare.py`` both run :func:`run_selection`.
 """
