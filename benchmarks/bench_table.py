@@ -62,6 +62,9 @@ ROWS = [
     ("gen_batched_examples_per_s", "generation, batch 16, examples/s"),
     ("gen_single_examples_per_s", "generation, batch 1, examples/s"),
     ("gen_batched_speedup", "generation speed-up, batch 16 ÷ batch 1"),
+    ("gen_eval_batch_examples_per_s", "generation at the evaluation's batch (48), every question, examples/s"),
+    ("gen_eval_batch_plain_examples_per_s", "  the same without the shared opening run once, examples/s"),
+    ("gen_shared_opening_speedup", "generation speed-up from running the shared opening once"),
 ]
 for _k in ("nf4", "fp4", "int8", "rtn4"):
     ROWS += [(f"probe_{_k}_s", f"probe {_k}: quantize + evaluate both states, s"),

@@ -30,6 +30,7 @@ from grin_ui.fluency import answer_nll, fluency_summary, gibberish_threshold, lo
 from grin_ui.generation import generate_details
 from grin_ui.objectives import label_logits
 from grin_ui.placement import input_device
+from grin_ui.prefix import cache_keyword, cache_of
 from grin_ui.tokens import pad_id
 
 MIA_ATTACKS = ("loss", "zlib", "mink", "minkpp")
@@ -325,7 +326,7 @@ def choice_logprobs(model, tokenizer, rows: Sequence[dict], batch_size: int = 8)
         res = model(input_ids=ids, attention_mask=pmask, position_ids=(pmask.cumsum(1) - 1).clamp_min(0),
                     use_cache=True)
         first = torch.log_softmax(res.logits[:, -1].float(), dim=-1)  # predicts each choice's first token
-        cache = res.past_key_values
+        cache = cache_of(res)
         if not isinstance(cache, Cache):  # no reusable cache: score the full sequences
             recs = [Record(question=row["question"], answer=str(c)) for row in chunk for c in row["choices"]]
             st = iter(sequence_stats(model, tokenizer, recs, batch_size, 10**9, False))
@@ -339,7 +340,7 @@ def choice_logprobs(model, tokenizer, rows: Sequence[dict], batch_size: int = 8)
         cmask = torch.tensor([[1] * len(c) + [0] * (cw - len(c)) for c in flat], device=device)
         pos = pmask.sum(1)[owner].unsqueeze(1) + torch.arange(cw, device=device)
         logits = model(input_ids=cids, attention_mask=torch.cat([pmask[owner], cmask], 1), position_ids=pos,
-                       past_key_values=cache, use_cache=True).logits.float()
+                       use_cache=True, **{cache_keyword(model): cache}).logits.float()
         lp = torch.log_softmax(logits, dim=-1)
         totals = []
         for j, c in enumerate(flat):

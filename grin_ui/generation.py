@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +13,8 @@ import torch
 from grin_ui import cancel
 from grin_ui.data import end_of_answer_ids, prompt_ids
 from grin_ui.placement import input_device
+from grin_ui import prefix
+from grin_ui.prefix import cache_keyword, cache_of, common_start, forward_params
 from grin_ui.tokens import pad_id
 
 
@@ -50,28 +51,41 @@ def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens:
     over the KV cache (the same tokens as ``model.generate`` with greedy search, see tests/test_generation.py): a
     row that has produced a stop token (:func:`stop_ids`) leaves the batch and its cache at once, so the rows still
     talking — a runaway answer — no longer drag the finished ones along to the token limit; the batch ends when
-    every row has finished. The current action's cancel flag is checked at every token (grin_ui.cancel)."""
+    every row has finished. The opening every prompt of a batch shares (the chat template's system prompt, at least
+    :data:`grin_ui.prefix.MIN_PREFIX` tokens) is run once and its cache repeated for the rows. The current action's
+    cancel flag is checked at every token (grin_ui.cancel)."""
     device = input_device(model)
     pad = pad_id(tokenizer)
     stops = torch.tensor(sorted(stop_ids(model, tokenizer)), dtype=torch.long, device=device)
-    params = inspect.signature(model.forward).parameters
+    params = forward_params(model)
     takes_positions = "position_ids" in params
     last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # no vocabulary logits for the prompt
+    cache_kw = cache_keyword(model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[Generation | None] = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         cancel.check()
         idx = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
-        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx], device=device)
+        # the opening every prompt of the batch shares (the chat template's system prompt) runs once, its cache
+        # repeated for every row; each row's own tokens follow after padding (masked), at their true positions
+        p = min(common_start([prompts[i] for i in idx]), min(len(prompts[i]) for i in idx) - 1)
+        p = p if takes_positions and len(idx) > 1 and p >= prefix.MIN_PREFIX else 0
+        width = max(len(prompts[i]) for i in idx) - p
+        ids = torch.tensor([[pad] * (width - len(prompts[i]) + p) + prompts[i][p:] for i in idx], device=device)
+        mask = torch.tensor([[1] * p + [0] * (width - len(prompts[i]) + p) + [1] * (len(prompts[i]) - p) for i in idx],
+                            device=device)
         new: list[list[int]] = [[] for _ in idx]
         done = [False] * len(idx)
         rows = list(range(len(idx)))  # batch position -> row of this batch still generating
-        extra = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)} if takes_positions else {}
+        extra = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]} if takes_positions else {}
+        if p:
+            head = cache_of(model(input_ids=torch.tensor([prompts[idx[0]][:p]], device=device), use_cache=True,
+                                  **last_only))
+            head.batch_repeat_interleave(len(idx))
+            extra[cache_kw] = head
         step_out = model(input_ids=ids, attention_mask=mask, use_cache=True, **extra, **last_only)
         for step in range(max_new_tokens):
-            past = step_out.past_key_values
+            past = cache_of(step_out)
             nxt = step_out.logits[:, -1].argmax(-1)
             ended = torch.isin(nxt, stops)
             for r, t, e in zip(rows, nxt.tolist(), ended.tolist()):
@@ -89,7 +103,7 @@ def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens:
                 past.batch_select_indices(keep)
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)
             extra = {"position_ids": mask.sum(-1, keepdim=True) - 1} if takes_positions else {}
-            step_out = model(input_ids=nxt[:, None], attention_mask=mask, past_key_values=past, use_cache=True,
+            step_out = model(input_ids=nxt[:, None], attention_mask=mask, use_cache=True, **{cache_kw: past},
                              **extra)
         for r, i in enumerate(idx):
             out[i] = Generation(tokenizer.decode(new[r], skip_special_tokens=True).strip(), new[r], done[r])

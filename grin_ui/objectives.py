@@ -18,14 +18,13 @@ bound of the full KL, equal to it when π_ref's tail mass is negligible; it is 0
 
 from __future__ import annotations
 
-import functools
-import inspect
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from grin_ui.config import UnlearnConfig
+from grin_ui.prefix import forward_params, label_positions_logits
 
 KL_TOP_K = 64
 
@@ -70,6 +69,7 @@ class StepBatch:
     alt: dict[str, torch.Tensor] | None = None  # the forget questions with a refusal answer (idk, flat)
     forget_ref: torch.Tensor | None = None  # float32 [batch]: log π_ref(y|x) of the forget answers (npo)
     retain_ref: TopK | None = None  # (kl retain term)
+    level: float | None = None  # the reference per-token NLL of the latest stop check (idk_npo with npo_hinge)
 
 
 # ---------------------------------------------------------------------------------------------- log-probs
@@ -79,27 +79,23 @@ def label_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
     """Logits where a label token is predicted (position t predicts token t + 1). Returns (logits [N, vocab] in the
     model's dtype, targets int64 [N], row int64 [N]). The vocabulary projection runs only over the span of label
     positions (``logits_to_keep``) when the model supports it: with short answers after long prompts this skips
-    most of the LM-head cost in both the forward and the backward pass."""
+    most of the LM-head cost in both the forward and the backward pass; the rows' shared opening (the chat
+    template's system prompt) is then computed once (grin_ui.prefix)."""
     labels = batch["labels"][:, 1:]
     where = labels != -100
     cols = where.any(0).nonzero().squeeze(1)
     lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.numel() else (0, 1)
     if _keeps_logits(model):
         idx = torch.arange(lo, hi, device=labels.device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=idx).logits
+        logits = label_positions_logits(model, batch["input_ids"], batch["attention_mask"], idx)
     else:
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, lo:hi]
     where = where[:, lo:hi].to(logits.device)  # a spread model's last layer may sit on another device
     return logits[where], labels[:, lo:hi].to(logits.device)[where], where.nonzero()[:, 0]
 
 
-@functools.cache
-def _forward_params(cls) -> frozenset:
-    return frozenset(inspect.signature(cls.forward).parameters)
-
-
 def _keeps_logits(model) -> bool:
-    return "logits_to_keep" in _forward_params(type(model))
+    return "logits_to_keep" in forward_params(model)
 
 
 def token_logprobs(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,10 +196,15 @@ def npo(model, batch: StepBatch, cfg: UnlearnConfig):
     return _with_retain(_npo_term(model, batch, cfg), model, batch, cfg)
 
 
-def _npo_term(model, batch: StepBatch, cfg: UnlearnConfig) -> torch.Tensor:
+def _npo_term(model, batch: StepBatch, cfg: UnlearnConfig, hinge: bool = False) -> torch.Tensor:
+    """Mean over the batch of the NPO loss; with ``hinge`` and a ``batch.level``, an example whose per-token NLL
+    is already at or above the level contributes 0 (it is no longer pushed)."""
     beta = cfg.npo_beta
-    logp, _ = sequence_logprobs(model, batch.forget)
-    return -(2.0 / beta) * F.logsigmoid(-beta * (logp - batch.forget_ref.to(logp.device))).mean()
+    logp, n = sequence_logprobs(model, batch.forget)
+    per = -(2.0 / beta) * F.logsigmoid(-beta * (logp - batch.forget_ref.to(logp.device)))
+    if hinge and batch.level is not None:
+        per = per * (-logp.detach() / n.clamp_min(1) < batch.level)
+    return per.mean()
 
 
 def simnpo(model, batch: StepBatch, cfg: UnlearnConfig):
@@ -225,8 +226,9 @@ def idk_npo(model, batch: StepBatch, cfg: UnlearnConfig):
     """IDK + NPO (*our choice*): loss = NLL(refusal | forget question) + w·NPO(forget) + α·retain, w =
     cfg.idk_npo_weight. The refusal gives the forget questions a fluent answer; the NPO term (over the tokens that
     carry the fact, like NPO) lowers the fact's own likelihood, which a refusal alone leaves far above that of facts
-    never known (membership inference still tells them apart)."""
-    f = nll(model, batch.alt) + cfg.idk_npo_weight * _npo_term(model, batch, cfg)
+    never known (membership inference still tells them apart). With ``cfg.npo_hinge`` the NPO term skips the
+    examples whose fact NLL per token has reached ``batch.level`` (the stop check's reference: facts never known)."""
+    f = nll(model, batch.alt) + cfg.idk_npo_weight * _npo_term(model, batch, cfg, hinge=cfg.npo_hinge)
     return _with_retain(f, model, batch, cfg)
 
 

@@ -27,7 +27,9 @@ under teacher forcing may stay above the reference level), where every check gen
 the greedy answers no longer give the fact. (Also requiring the level for them was measured and not kept: on taught
 facts IDK did not reach it within 80 steps — membership-inference AUC 1.0 at the step-16 stop, 0.94 after all 80 —
 so the rule only made runs five times longer; README, "Quality".) IDK+NPO (``idk_npo``), which also pushes the
-fact's likelihood down, is checked like NPO: the level first, then the greedy answers.
+fact's likelihood down, is checked like NPO: the level first, then the greedy answers; the training steps after a
+check receive its reference level (``StepBatch.level``), so that its NPO term (``npo_hinge``) stops pushing an
+example once the example's fact is at that level.
 
 **And kept** (``stop_keep_margin`` ≥ 0, with a retain set): the first steps of unlearning hurt facts of the same kind
 too (the forget gradient at the answer positions is shared by every question of the kind); the retain term then

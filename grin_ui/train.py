@@ -361,7 +361,10 @@ def unlearn(model, tokenizer, forget: list[Record], retain: list[Record], mask, 
     stats: dict = {}
 
     def loss_fn(step):
-        return fn(model, data.step_batch(step), cfg)
+        b = data.step_batch(step)
+        if check is not None and check.checks:  # the reference level the latest check measured (npo_hinge)
+            b.level = check.checks[-1].get("reference_nll")
+        return fn(model, b, cfg)
 
     stopped_at: list[int] = []
     if cfg.stop_when_forgotten and check is None:

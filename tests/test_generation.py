@@ -7,6 +7,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from grin_ui.data import prompt_ids
+from grin_ui import prefix
 from grin_ui.generation import generate_details, stop_ids
 from grin_ui.tokens import pad_id
 
@@ -26,7 +27,11 @@ def reference(model, tokenizer, prompts, max_new_tokens):
     return out
 
 
-def test_same_tokens_as_transformers_generate(tiny_lm, tiny_sets):
+@pytest.mark.parametrize("share_from", [None, 2])
+def test_same_tokens_as_transformers_generate(tiny_lm, tiny_sets, monkeypatch, share_from):
+    """Also with the prompts' shared opening ("Question: …", a few tokens here) run once per batch."""
+    if share_from:
+        monkeypatch.setattr(prefix, "MIN_PREFIX", share_from)
     questions = [r.question for recs in tiny_sets.values() for r in recs]
     prompts = [prompt_ids(tiny_lm.tokenizer, q) for q in questions]
     ours = generate_details(tiny_lm.model, tiny_lm.tokenizer, prompts, max_new_tokens=24, batch_size=8)
@@ -47,6 +52,9 @@ def test_rows_that_never_stop_and_rows_that_stop_at_once(tiny_lm, seed):
     with torch.no_grad():  # make the stop token likely after some prefixes
         model.lm_head.weight[tok.eos_token_id] *= 1.5
     prompts = [[(7 * i + j) % (len(tok) - 1) + 1 for j in range(3 + i % 5)] for i in range(12)]
+    # and prompts that open alike, as a chat template's system prompt does: the opening runs once per batch
+    opening = [(5 * j + seed) % (len(tok) - 1) + 1 for j in range(prefix.MIN_PREFIX + 3)]
+    prompts += [opening + p for p in prompts]
     ours = generate_details(model, tok, prompts, max_new_tokens=16, batch_size=5)
     assert 0 < sum(g.finished for g in ours) < len(ours)  # both kinds of row in the batches
     assert [(g.ids, g.finished) for g in ours] == reference(model, tok, prompts, 16)

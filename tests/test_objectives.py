@@ -90,6 +90,23 @@ def test_values_at_the_reference_model(tiny_lm, tiny_sets):
         assert f.item() == pytest.approx(nll(model, b.alt).item() + 0.5 * (2 / 0.1) * math.log(2), rel=1e-5)
         assert loss.item() == pytest.approx(f.item() + 5.0 * r.item(), rel=1e-5)
 
+    # the hinge: examples whose fact NLL per token is already at the level are not pushed
+    cfg.npo_hinge = True
+    logp, n = sequence_logprobs(model, b.forget)
+    per_nll = (-logp / n).detach()
+    with torch.no_grad():
+        b.level = None  # no check yet: the plain NPO term
+        assert OBJECTIVES["idk_npo"](model, b, cfg)[1].item() == pytest.approx(f.item(), rel=1e-5)
+        b.level = float(per_nll.max()) + 1  # every example still below the level: pushed, as without the hinge
+        assert OBJECTIVES["idk_npo"](model, b, cfg)[1].item() == pytest.approx(f.item(), rel=1e-5)
+        b.level = float(per_nll.min()) - 1  # every example past the level: the refusal alone
+        assert OBJECTIVES["idk_npo"](model, b, cfg)[1].item() == pytest.approx(nll(model, b.alt).item(), rel=1e-5)
+        b.level = float(per_nll.median())  # some pushed, some not
+        below = (per_nll < b.level).float()
+        npo = -(2 / 0.1) * math.log(0.5)  # per example at π = π_ref
+        want = nll(model, b.alt).item() + 0.5 * npo * below.mean().item()
+        assert OBJECTIVES["idk_npo"](model, b, cfg)[1].item() == pytest.approx(want, rel=1e-5)
+
 
 def test_kl_retain_term_grows_when_the_model_moves(tiny_lm, tiny_sets):
     model = tiny_lm.model

@@ -120,3 +120,23 @@ def test_refusal_objectives_are_confirmed_greedily_at_every_check(tiny_lm, tiny_
     assert rule("idk") == (True, "stop when forgotten (greedy answers gone)") and rule("flat")[0]
     assert rule("idk_npo") == (False, "stop when forgotten (reference level reached, greedy answers gone)")
     assert rule("npo")[0] is False
+
+
+def test_each_step_sees_the_level_of_the_latest_check(tiny_lm, tiny_sets, monkeypatch):
+    from grin_ui import objectives
+
+    seen = []
+    real = objectives.OBJECTIVES["idk_npo"]
+
+    def recording(model, batch, cfg):
+        seen.append(batch.level)
+        return real(model, batch, cfg)
+
+    monkeypatch.setitem(objectives.OBJECTIVES, "idk_npo", recording)
+    cfg = _cfg(objective="idk_npo", npo_hinge=True, stop_when_forgotten=True, steps=6, stop_check_every=2)
+    res = unlearn_pipeline(tiny_lm, tiny_sets["forget"], tiny_sets["retain"], cfg, holdout=tiny_sets["holdout"])
+    res.delta.undo(tiny_lm.model)
+    levels = [c["reference_nll"] for c in res.stopping["checks"]]
+    assert len(seen) == res.stats["steps_run"] == 6 and levels[0] > 0
+    # steps 1–2 run before any check; steps 3–4 use the check after step 2, steps 5–6 the one after step 4
+    assert seen == [None, None, levels[0], levels[0], levels[1], levels[1]]
