@@ -167,8 +167,8 @@ def summary_lines(report: dict) -> list[str]:
         for set_name in SET_ORDER:
             if set_name in e:
                 m = e[set_name]
-                line = (f"{label:<18}{set_name:<11}{_fmt_metric(m['answer_hit_rate']):>9}"
-                        f"{_fmt_metric(m['rougeL_recall']):>9}{_fmt_metric(m['answer_prob']):>9}"
+                line = (f"{label:<18}{set_name:<11}{_fmt_metric(m.get('answer_hit_rate')):>9}"
+                        f"{_fmt_metric(m.get('rougeL_recall')):>9}{_fmt_metric(m['answer_prob']):>9}"
                         f"{_fmt_metric(m['nll']):>9}")
                 if fluent:
                     f = fluency_of(m)

@@ -168,16 +168,23 @@ def fluency(lm: LoadedModel, before: dict, *others: dict) -> float:
     return add_gibberish(lm.model, lm.tokenizer, before, *others)
 
 
+def probe_eval(cfg: RunConfig):
+    """The evaluation settings of the quantization probes: the run's, with the holdout set scored by
+    log-probabilities only (membership inference) — the probe asks what comes back of the forgotten facts, not
+    whether facts never known appear."""
+    return replace(cfg.eval, generate_holdout=False)
+
+
 def probe(lm: LoadedModel, kind: str, sets: dict, delta, cfg: RunConfig, before: dict, after: dict,
           progress=None, original: dict | None = None) -> dict:
     """Quantization probe ``kind`` (SPEC §5) of the original and the unlearned model: run_probe's output plus
     "recovery" (% per forget metric against the full-precision ``before`` / ``after`` evaluations), "survival"
     (the survival map without its per-tensor list) and "seconds". ``lm.model`` holds the original weights.
     ``original``: the quantized original model's evaluation when already known (it does not depend on
-    unlearning), so only the unlearned model is quantized and evaluated."""
+    unlearning), so only the unlearned model is quantized and evaluated. Evaluation settings: :func:`probe_eval`."""
     t0 = time.perf_counter()
     say = _say(progress)
-    res = run_probe(lm.model, lm.tokenizer, kind, records(sets), delta, replace(cfg.probe, eval=cfg.eval),
+    res = run_probe(lm.model, lm.tokenizer, kind, records(sets), delta, replace(cfg.probe, eval=probe_eval(cfg)),
                     progress=lambda m: say(m), original=original)
     res["recovery"] = recovery(before, after, res["unlearned"])
     say(f"{kind}: survival map")
@@ -312,19 +319,19 @@ def make_report(*, lm: LoadedModel, spec: str, weights_sha: str, cfg: RunConfig,
 # ---------------------------------------------------------------------------------------------- the whole journey
 
 
-def _cached(cache, weights: str, state: str, recs: dict, cfg: RunConfig, utility: bool) -> dict | None:
+def _cached(cache, weights: str, state: str, recs: dict, eval_cfg, utility: bool) -> dict | None:
     if cache is None:
         return None
     from grin_ui.evalcache import eval_key
 
-    return cache.get(eval_key(weights, state, recs, cfg.eval, utility))
+    return cache.get(eval_key(weights, state, recs, eval_cfg, utility))
 
 
-def _store(cache, weights: str, state: str, recs: dict, cfg: RunConfig, utility: bool, ev: dict) -> None:
+def _store(cache, weights: str, state: str, recs: dict, eval_cfg, utility: bool, ev: dict) -> None:
     if cache is not None:
         from grin_ui.evalcache import eval_key
 
-        cache.put(eval_key(weights, state, recs, cfg.eval, utility), ev)
+        cache.put(eval_key(weights, state, recs, eval_cfg, utility), ev)
 
 
 def run_journey(lm: LoadedModel, sets: dict, cfg: RunConfig | None = None, out_dir: str | Path | None = None,
@@ -347,11 +354,11 @@ def run_journey(lm: LoadedModel, sets: dict, cfg: RunConfig | None = None, out_d
     weights = weights_sha256(lm.model)
     before = original_eval
     if before is None:
-        before = _cached(cache, weights, "original", recs, cfg, cfg.utility)
+        before = _cached(cache, weights, "original", recs, cfg.eval, cfg.utility)
         if before is None:
             say("Evaluating the original model")
             before = evaluate(lm, recs, cfg, progress=say)
-            _store(cache, weights, "original", recs, cfg, cfg.utility, before)
+            _store(cache, weights, "original", recs, cfg.eval, cfg.utility, before)
         else:
             say("The original model's evaluation: from the cache")
     result = unlearn(lm, recs, cfg, progress=say, cancel=cancel, reference=reference)
@@ -364,10 +371,10 @@ def run_journey(lm: LoadedModel, sets: dict, cfg: RunConfig | None = None, out_d
     for kind in quantization_kinds(cfg.probes):
         say(f"Quantization probe {kind}")
         state = f"{kind}:{cfg.probe.group_size}"
-        q0 = _cached(cache, weights, state, recs, cfg, cfg.probe.utility)
+        q0 = _cached(cache, weights, state, recs, probe_eval(cfg), cfg.probe.utility)
         probes[kind] = probe(lm, kind, recs, result.delta, cfg, before, after, progress=say, original=q0)
         if q0 is None:
-            _store(cache, weights, state, recs, cfg, cfg.probe.utility, probes[kind]["original"])
+            _store(cache, weights, state, recs, probe_eval(cfg), cfg.probe.utility, probes[kind]["original"])
     relearned = None
     if RELEARN in cfg.probes:
         say("Relearning probe")

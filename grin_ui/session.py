@@ -230,7 +230,8 @@ def probe(store: SessionStore, session: Session, kinds, progress=None) -> dict[s
         if session.cancel.is_set():
             break
         say(f"{kind}: quantizing and evaluating ({i + 1}/{len(kinds)})", i / len(kinds))
-        key = json.dumps([kind, cfg.probe.group_size, cfg.probe.utility, asdict(cfg.eval)], sort_keys=True)
+        key = json.dumps([kind, cfg.probe.group_size, cfg.probe.utility, asdict(journey.probe_eval(cfg))],
+                         sort_keys=True)
         q0 = session.quantized_original.get(key)  # Q(original) does not depend on the unlearning: once per data
         out[kind] = store.run_on_model(session, lambda lm, kind=kind, q0=q0: journey.probe(
             lm, kind, sets, delta, cfg, ev0, ev1, progress=say, original=q0), progress=say, action="probes")

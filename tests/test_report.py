@@ -196,7 +196,7 @@ def _metric_keys(rep: dict) -> set[str]:
     keys = set()
     for st in states:
         for k, v in st.items():
-            if isinstance(v, dict) and "answer_hit_rate" in v:  # a set: its metrics and those of its blocks
+            if isinstance(v, dict) and "answer_prob" in v:  # a set: its metrics and those of its blocks
                 keys |= {m for m, x in v.items() if m != "examples" and not isinstance(x, dict)}
                 keys |= {m for x in v.values() if isinstance(x, dict) for m in x}
             elif isinstance(v, dict):
