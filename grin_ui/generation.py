@@ -14,7 +14,7 @@ from grin_ui import cancel
 from grin_ui.data import end_of_answer_ids, prompt_ids
 from grin_ui.placement import input_device
 from grin_ui import prefix
-from grin_ui.prefix import cache_keyword, cache_of, common_start, forward_params
+from grin_ui.prefix import cache_keyword, cache_of, common_start, forward_params, opening_cache
 from grin_ui.tokens import pad_id
 
 
@@ -70,6 +70,8 @@ def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens:
         # repeated for every row; each row's own tokens follow after padding (masked), at their true positions
         p = min(common_start([prompts[i] for i in idx]), min(len(prompts[i]) for i in idx) - 1)
         p = p if takes_positions and len(idx) > 1 and p >= prefix.MIN_PREFIX else 0
+        head = opening_cache(model, torch.tensor([prompts[idx[0]][:p]], device=device), len(idx)) if p else None
+        p = p if head is not None else 0
         width = max(len(prompts[i]) for i in idx) - p
         ids = torch.tensor([[pad] * (width - len(prompts[i]) + p) + prompts[i][p:] for i in idx], device=device)
         mask = torch.tensor([[1] * p + [0] * (width - len(prompts[i]) + p) + [1] * (len(prompts[i]) - p) for i in idx],
@@ -78,10 +80,7 @@ def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens:
         done = [False] * len(idx)
         rows = list(range(len(idx)))  # batch position -> row of this batch still generating
         extra = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]} if takes_positions else {}
-        if p:
-            head = cache_of(model(input_ids=torch.tensor([prompts[idx[0]][:p]], device=device), use_cache=True,
-                                  **last_only))
-            head.batch_repeat_interleave(len(idx))
+        if head is not None:
             extra[cache_kw] = head
         step_out = model(input_ids=ids, attention_mask=mask, use_cache=True, **extra, **last_only)
         for step in range(max_new_tokens):

@@ -63,6 +63,17 @@ def common_start(seqs: list[list[int]]) -> int:
     return next((i for i in range(n) if any(q[i] != first[i] for q in seqs)), n)
 
 
+def opening_cache(model, opening: torch.Tensor, rows: int):
+    """The KV cache of ``opening`` ([1, p] token ids, no padding) repeated for ``rows`` rows, or None when the model
+    returns no cache that can be repeated."""
+    last_only = {"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}
+    cache = cache_of(model(input_ids=opening, attention_mask=torch.ones_like(opening), use_cache=True, **last_only))
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
 def label_positions_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: torch.Tensor,
                            min_prefix: int | None = None) -> torch.Tensor:
     """The logits at positions ``keep`` (sorted int64 1-D), [batch, len(keep), vocab], as
@@ -75,12 +86,9 @@ def label_positions_logits(model, input_ids: torch.Tensor, attention_mask: torch
     p = shared_prefix(input_ids, attention_mask, int(keep[0])) if usable else 0
     if p < (MIN_PREFIX if min_prefix is None else min_prefix):
         return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
-    head = model(input_ids=input_ids[:1, :p], attention_mask=attention_mask[:1, :p], use_cache=True,
-                 logits_to_keep=1)
-    cache = cache_of(head)
-    if cache is None or not hasattr(cache, "batch_repeat_interleave"):  # the model returned no usable cache
+    cache = opening_cache(model, input_ids[:1, :p], n)
+    if cache is None:
         return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
-    cache.batch_repeat_interleave(n)
     out = model(input_ids=input_ids[:, p:], attention_mask=attention_mask, use_cache=True, logits_to_keep=keep - p,
                 **{cache_keyword(model): cache})
     return out.logits

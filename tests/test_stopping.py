@@ -42,7 +42,7 @@ def test_kept_answers_still_end_after_unlearning(tiny_lm, tiny_sets):
     res = unlearn_pipeline(tiny_lm, tiny_sets["forget"], tiny_sets["retain"], _cfg(stop_when_forgotten=False))
     gens = generate_details(tiny_lm.model, tiny_lm.tokenizer,
                             [prompt_ids(tiny_lm.tokenizer, r.question) for r in tiny_sets["retain"]], 24)
-    assert res.delta is not None
+    assert res.delta.changed() > 0  # the run did change the model
     assert sum(g.finished for g in gens) >= 11  # measured: 12 of 12
 
 
