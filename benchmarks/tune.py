@@ -65,8 +65,11 @@ def configure(name: str, extra: list[str]):
         section, field = key.split(".")
         obj = getattr(cfg, section)
         cur = getattr(obj, field)
-        if isinstance(value, str):
-            value = (value.lower() in ("1", "true", "yes")) if isinstance(cur, bool) else type(cur)(value)
+        if isinstance(value, str) and value.lower() == "none":
+            value = None
+        elif isinstance(value, str):  # a field whose default is None takes a number
+            value = (value.lower() in ("1", "true", "yes")) if isinstance(cur, bool) else \
+                float(value) if cur is None else type(cur)(value)
         setattr(obj, field, value)
     return cfg
 

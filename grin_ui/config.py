@@ -74,6 +74,9 @@ class UnlearnConfig:
     alpha: float = 5.0  # retain weight
     npo_beta: float = 0.1
     idk_npo_weight: float = 1.0  # idk_npo: weight of the NPO term beside the refusal (our choice)
+    retain_refusal_weight: float = 0.0  # idk, idk_npo: weight of a retain term against retain answers that begin
+    # like a refusal (objectives.refusal_start_term; 0: off); measured at 1: more neighbours kept at the median, a
+    # worse worst run — not the default (README "Quality")
     npo_hinge: bool = True  # idk_npo: push only the examples whose fact is still likelier than the stop check's
     # reference level (facts never known), not beyond it (our choice; measured better than without, README "Quality")
     simnpo_beta: float = 4.5

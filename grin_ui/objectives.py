@@ -70,6 +70,7 @@ class StepBatch:
     forget_ref: torch.Tensor | None = None  # float32 [batch]: log π_ref(y|x) of the forget answers (npo)
     retain_ref: TopK | None = None  # (kl retain term)
     level: float | None = None  # the reference per-token NLL of the latest stop check (idk_npo with npo_hinge)
+    refusal_starts: torch.Tensor | None = None  # int64 [k]: the refusals' first tokens (retain_refusal_weight)
 
 
 # ---------------------------------------------------------------------------------------------- log-probs
@@ -152,7 +153,11 @@ def reference_topk(model, batches: list[dict], k: int = KL_TOP_K) -> list[TopK]:
 
 def kl_to_reference(model, batch: dict[str, torch.Tensor], ref: TopK) -> torch.Tensor:
     """Mean over label positions of KL(π_ref ‖ π) on the top-K + rest buckets (module docstring). Scalar ≥ 0."""
-    logq = torch.log_softmax(label_logits(model, batch)[0].float(), -1)
+    return _kl_of_logits(label_logits(model, batch)[0], ref)
+
+
+def _kl_of_logits(logits: torch.Tensor, ref: TopK) -> torch.Tensor:
+    logq = torch.log_softmax(logits.float(), -1)
     q_top = logq.gather(1, ref.ids)
     p_top = ref.logp.exp()
     p_rest = (1 - p_top.sum(1)).clamp_min(0)
@@ -162,13 +167,35 @@ def kl_to_reference(model, batch: dict[str, torch.Tensor], ref: TopK) -> torch.T
     return kl.mean()
 
 
+def refusal_start_term(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
+                       starts: torch.Tensor) -> torch.Tensor:
+    """Mean over examples of −log(1 − P), P = π(first answer token ∈ ``starts``): the probability that the answer
+    begins like a refusal (``starts``: the refusals' first tokens). Examples whose own answer begins with one of
+    them are left out; 0 when none is left."""
+    first = torch.ones_like(rows, dtype=torch.bool)
+    first[1:] = rows[1:] != rows[:-1]  # rows ascend (label_logits): each example's first label position
+    logp = torch.log_softmax(logits[first].float(), -1)
+    starts = starts.to(logp.device)
+    p = logp[:, starts].exp().sum(1).clamp(max=1 - 1e-6)
+    keep = ~torch.isin(targets[first], starts)
+    return (-torch.log1p(-p) * keep).sum() / keep.sum().clamp_min(1)
+
+
 def retain_term(model, batch: StepBatch, cfg: UnlearnConfig) -> torch.Tensor | None:
-    """NLL(retain) or KL(π_ref ‖ π) on the retain batch; None when the step has no retain batch."""
+    """NLL(retain) or KL(π_ref ‖ π) on the retain batch; None when the step has no retain batch. With
+    ``cfg.retain_refusal_weight`` and ``batch.refusal_starts``, plus that weight × :func:`refusal_start_term`: the
+    retain questions are kept from starting a refusal (the answer's first token is where a refusal trained on the
+    forget questions spreads to questions of the same kind; the NLL averages it with all the other tokens)."""
     if batch.retain is None:
         return None
+    logits, targets, rows = label_logits(model, batch.retain)
     if cfg.retain_loss == "kl":
-        return kl_to_reference(model, batch.retain, batch.retain_ref)
-    return nll(model, batch.retain)
+        r = _kl_of_logits(logits, batch.retain_ref)
+    else:
+        r = F.cross_entropy(logits.float(), targets)
+    if cfg.retain_refusal_weight and batch.refusal_starts is not None:
+        r = r + cfg.retain_refusal_weight * refusal_start_term(logits, targets, rows, batch.refusal_starts)
+    return r
 
 
 def _with_retain(forget_term, model, batch, cfg):

@@ -29,7 +29,7 @@ import torch
 from grin_ui import cancel as cancel_flag
 from grin_ui.config import OBJECTIVES as OBJECTIVE_NAMES
 from grin_ui.config import RETAIN_LOSSES, UnlearnConfig
-from grin_ui.data import Record, batches, encode
+from grin_ui.data import Record, answer_token_ids, batches, encode
 from grin_ui.delta import SparseDelta
 from grin_ui.errors import Cancelled, GrinError  # noqa: F401 - Cancelled re-exported (grin_ui.train.Cancelled)
 from grin_ui.objectives import (OBJECTIVES, REFUSALS, USES_FORGET_REFERENCE, USES_REFUSAL, USES_RETAIN, StepBatch,
@@ -255,6 +255,7 @@ class UnlearnData:
     forget: list[dict]
     retain: list[dict]
     alt: list[dict] = field(default_factory=list)  # refusal answers to the forget questions (idk, flat)
+    refusal_starts: torch.Tensor | None = None  # int64 [k]: first tokens of the refusals (retain_refusal_weight)
     forget_ref: list[torch.Tensor] = field(default_factory=list)  # npo
     retain_ref: list = field(default_factory=list)  # kl retain term
 
@@ -265,6 +266,7 @@ class UnlearnData:
             forget=self.forget[i],
             retain=self.retain[j] if j is not None else None,
             alt=self.alt[i] if self.alt else None,
+            refusal_starts=self.refusal_starts,
             forget_ref=self.forget_ref[i] if self.forget_ref else None,
             retain_ref=self.retain_ref[j] if self.retain_ref and j is not None else None,
         )
@@ -288,6 +290,8 @@ def check_unlearn_config(cfg: UnlearnConfig) -> None:
         raise GrinError(f"Unknown FLAT form '{cfg.flat_form}'; use tv or kl.")
     if cfg.batch_size < 1:
         raise GrinError(f"The batch size must be ≥ 1, got {cfg.batch_size}.")
+    if not cfg.retain_refusal_weight >= 0:
+        raise GrinError(f"retain_refusal_weight must be ≥ 0, got {cfg.retain_refusal_weight}.")
     if not cfg.idk_npo_weight >= 0:
         raise GrinError(f"idk_npo_weight must be ≥ 0, got {cfg.idk_npo_weight}.")
     for name in ("npo_beta", "simnpo_beta"):
@@ -329,6 +333,8 @@ def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record]
         picks = torch.randint(0, len(REFUSALS), (len(forget),), generator=g).tolist()
         alt = [Record(question=r.question, answer=REFUSALS[k]) for r, k in zip(forget, picks)]
         data.alt = to_dev(batches(encode(alt, tokenizer, max_tokens, add_end=True).items, cfg.batch_size, pad))
+        starts = sorted({ids[0] for ids in (answer_token_ids(tokenizer, a) for a in REFUSALS) if ids})
+        data.refusal_starts = torch.tensor(starts, device=device)
     was_training = model.training
     model.eval()
     if cfg.objective in USES_FORGET_REFERENCE:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from grin_ui.config import UnlearnConfig
-from grin_ui.data import batches, encode
+from grin_ui.data import answer_token_ids, batches, encode
 from grin_ui.objectives import (OBJECTIVES, REFUSALS, kl_to_reference, mean_token_prob, nll, reference_topk,
                                 sequence_logprobs)
 from grin_ui.train import prepare_unlearn, train_masked
@@ -106,6 +106,32 @@ def test_values_at_the_reference_model(tiny_lm, tiny_sets):
         npo = -(2 / 0.1) * math.log(0.5)  # per example at π = π_ref
         want = nll(model, b.alt).item() + 0.5 * npo * below.mean().item()
         assert OBJECTIVES["idk_npo"](model, b, cfg)[1].item() == pytest.approx(want, rel=1e-5)
+
+
+def test_retain_refusal_weight_adds_the_refusal_start_term(tiny_lm, tiny_sets):
+    """retain_refusal_weight w: the retain term gains w × mean over retain examples of −log(1 − P), P the
+    probability (read from the logits by hand) that the answer's first token is one the refusals begin with."""
+    model = tiny_lm.model
+    cfg, data = step_batch(tiny_lm, tiny_sets, "idk")
+    b = data.step_batch(0)
+    want_starts = sorted({answer_token_ids(tiny_lm.tokenizer, a)[0] for a in REFUSALS})
+    assert b.refusal_starts.tolist() == want_starts
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=b.retain["input_ids"],
+                                       attention_mask=b.retain["attention_mask"]).logits, -1)
+        terms = []
+        for i in range(b.retain["input_ids"].shape[0]):
+            t = int((b.retain["labels"][i] != -100).nonzero()[0])
+            if int(b.retain["labels"][i, t]) in want_starts:
+                continue
+            terms.append(-math.log(1 - sum(logp[i, t - 1, k].exp().item() for k in want_starts)))
+        assert terms
+        cfg.retain_refusal_weight = 0.0  # off: the plain NLL
+        plain = OBJECTIVES["idk"](model, b, cfg)[2].item()
+        assert plain == pytest.approx(nll(model, b.retain).item(), rel=1e-5)
+        cfg.retain_refusal_weight = 3.0
+        got = OBJECTIVES["idk"](model, b, cfg)[2].item()
+        assert got == pytest.approx(plain + 3.0 * sum(terms) / len(terms), rel=1e-5)
 
 
 def test_kl_retain_term_grows_when_the_model_moves(tiny_lm, tiny_sets):

@@ -48,8 +48,9 @@ def test_near_neighbours_are_kept():
     """world-capitals with the defaults. Measured with benchmarks/tune.py (one thread), on one machine: seed 0 —
     forget 100 % → 0 %, retain 98 %, neighbours 86 % of before, MIA AUC 0.37, step 56; seed 1 — 0 %, 95 %, 61 %,
     0.40, step 68; seed 2 — 0 %, 95 %, 79 %, 0.41, step 64; on another machine: 79 / 64 / 71 % neighbours, AUC 0.44 /
-    0.28 / 0.46. This test (seed 0, the machine's threads) on the second machine with two threads: retain 95 %,
-    neighbours 75 %, AUC 0.22, step 56 — the thread count changes the float sums and so the trajectory. Every kept
+    0.28 / 0.46 (and 79 / 86 / 71 % at seeds 3–5). This test (seed 0) on the second machine: retain 95 %,
+    neighbours 75 %, AUC 0.22, step 56 — it computes the GRI scores afresh where tune.py reuses cached ones summed in
+    another order, which moves a few weights across the mask's threshold and so the trajectory. Every kept
     answer ends, no loop, forget answers are refusals. The neighbours target (≥ 85 %) and the AUC target (0.3–0.7)
     are not met at every seed (README, "Quality"): this test asserts what every measured run reached, with the gap
     said here and in the README, so that a regression below it fails (e.g. AUC 0.00 when over-unlearned)."""
