@@ -8,8 +8,9 @@
 Every run appends one JSON line to ``--out`` (default ``runs/tune.jsonl``); a (example, setting, seed) already in
 the file is skipped, so an interrupted sweep resumes. Per example the model is loaded once (fictitious authors: the
 taught model, cached by ``grin_ui.teach.teach_cached``), the original model is evaluated once and the GRI scores are
-computed once; each run then unlearns with ``grin_ui.pipeline.unlearn_pipeline`` (stop-when-forgotten with the
-example's holdout set, when it has one), evaluates the unlearned model on every set (no utility metrics), scores the
+computed once (cached under ``runs/tune-cache/`` until the library's code changes, :func:`code_stamp`); each run
+then unlearns with ``grin_ui.pipeline.unlearn_pipeline`` (stop-when-forgotten with the example's holdout set, when
+it has one), evaluates the unlearned model on every set (no utility metrics), scores the
 answers' fluency against the original model, and undoes the delta.
 
 Columns (median over seeds, min–max in brackets): forget hit rate after; retain and neighbours hit rate after as %
@@ -109,6 +110,21 @@ def summarize(ev: dict, before: dict) -> dict:
     return out
 
 
+def code_stamp() -> str:
+    """A digest of the library's modules and the torch / transformers versions: the cached evaluation and GRI
+    scores are used only while it is unchanged. A change of summation order alone moves a few weights across the
+    mask's threshold, and the runs then follow another trajectory than ``grin-ui run`` with the same seed."""
+    import hashlib
+
+    import torch
+    import transformers
+
+    h = hashlib.sha256(f"{torch.__version__} {transformers.__version__}".encode())
+    for f in sorted((ROOT / "grin_ui").glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
 def model_for(example: str, sets: dict, spec: str = "default"):
     """The model an example is unlearned from: ``spec``, or for fictitious-authors the model taught its facts
     (grin_ui.teach.teach_cached: taught once, then loaded from the cache)."""
@@ -139,7 +155,12 @@ def run_example(example: str, settings: list[str], seeds: list[int], extra: list
     model, tok = lm.model, lm.tokenizer
     base = configure("default", [])
     cache = ROOT / "runs" / "tune-cache" / example.replace(":", "-")  # large (GRI scores): not beside the results
-    if (cache / "scores.pt").is_file():  # the original model's evaluation and GRI scores do not depend on settings
+    stamp = code_stamp()
+    fresh = (cache / "stamp.txt").is_file() and (cache / "stamp.txt").read_text() == stamp
+    if not fresh and (cache / "scores.pt").is_file():
+        print(f"[{example}] the library changed since the cache was made: evaluating and scoring again",
+              file=sys.stderr)
+    if fresh and (cache / "scores.pt").is_file():  # the original's evaluation and GRI scores do not depend on settings
         before = json.loads((cache / "before.json").read_text())
         scores = Scores(scores=torch.load(cache / "scores.pt"))
     else:
@@ -152,6 +173,7 @@ def run_example(example: str, settings: list[str], seeds: list[int], extra: list
         add_gibberish(model, tok, before)
         (cache / "before.json").write_text(json.dumps(before))
         torch.save(scores.scores, cache / "scores.pt")
+        (cache / "stamp.txt").write_text(stamp)
     for name, seed in todo:
         cfg = configure(name, extra)
         cfg.seed = seed
