@@ -66,11 +66,15 @@ def configure(name: str, extra: list[str]):
         section, field = key.split(".")
         obj = getattr(cfg, section)
         cur = getattr(obj, field)
-        if isinstance(value, str) and value.lower() == "none":
-            value = None
-        elif isinstance(value, str):  # a field whose default is None takes a number
-            value = (value.lower() in ("1", "true", "yes")) if isinstance(cur, bool) else \
-                float(value) if cur is None else type(cur)(value)
+        if isinstance(value, str):
+            if value.lower() == "none":
+                value = None
+            elif isinstance(cur, bool):
+                value = value.lower() in ("1", "true", "yes")
+            elif cur is None:  # a field whose default is None takes a number: "3" an int, "0.5" a float
+                value = json.loads(value)
+            else:
+                value = type(cur)(value)
         setattr(obj, field, value)
     return cfg
 
@@ -155,12 +159,12 @@ def run_example(example: str, settings: list[str], seeds: list[int], extra: list
     model, tok = lm.model, lm.tokenizer
     base = configure("default", [])
     cache = ROOT / "runs" / "tune-cache" / example.replace(":", "-")  # large (GRI scores): not beside the results
-    stamp = code_stamp()
-    fresh = (cache / "stamp.txt").is_file() and (cache / "stamp.txt").read_text() == stamp
-    if not fresh and (cache / "scores.pt").is_file():
+    stamp, cached = code_stamp(), (cache / "scores.pt").is_file()
+    fresh = cached and (cache / "stamp.txt").is_file() and (cache / "stamp.txt").read_text() == stamp
+    if cached and not fresh:
         print(f"[{example}] the library changed since the cache was made: evaluating and scoring again",
               file=sys.stderr)
-    if fresh and (cache / "scores.pt").is_file():  # the original's evaluation and GRI scores do not depend on settings
+    if fresh:  # the original model's evaluation and GRI scores do not depend on settings
         before = json.loads((cache / "before.json").read_text())
         scores = Scores(scores=torch.load(cache / "scores.pt"))
     else:

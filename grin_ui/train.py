@@ -333,8 +333,9 @@ def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record]
         picks = torch.randint(0, len(REFUSALS), (len(forget),), generator=g).tolist()
         alt = [Record(question=r.question, answer=REFUSALS[k]) for r, k in zip(forget, picks)]
         data.alt = to_dev(batches(encode(alt, tokenizer, max_tokens, add_end=True).items, cfg.batch_size, pad))
-        starts = sorted({ids[0] for ids in (answer_token_ids(tokenizer, a) for a in REFUSALS) if ids})
-        data.refusal_starts = torch.tensor(starts, device=device)
+        if cfg.retain_refusal_weight and uses_retain:
+            starts = sorted({ids[0] for ids in (answer_token_ids(tokenizer, a) for a in REFUSALS) if ids})
+            data.refusal_starts = torch.tensor(starts, device=device)
     was_training = model.training
     model.eval()
     if cfg.objective in USES_FORGET_REFERENCE:

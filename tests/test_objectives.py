@@ -112,8 +112,9 @@ def test_retain_refusal_weight_adds_the_refusal_start_term(tiny_lm, tiny_sets):
     """retain_refusal_weight w: the retain term gains w × mean over retain examples of −log(1 − P), P the
     probability (read from the logits by hand) that the answer's first token is one the refusals begin with."""
     model = tiny_lm.model
-    cfg, data = step_batch(tiny_lm, tiny_sets, "idk")
+    cfg, data = step_batch(tiny_lm, tiny_sets, "idk", retain_refusal_weight=3.0)
     b = data.step_batch(0)
+    assert step_batch(tiny_lm, tiny_sets, "idk")[1].refusal_starts is None  # off by default: not prepared
     want_starts = sorted({answer_token_ids(tiny_lm.tokenizer, a)[0] for a in REFUSALS})
     assert b.refusal_starts.tolist() == want_starts
     with torch.no_grad():
