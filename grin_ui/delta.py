@@ -15,6 +15,7 @@ tensor's full shape): an unmasked baseline then costs two copies of the tensor i
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,15 @@ class DeltaEntry:
     @property
     def count(self) -> int:
         return self.old.numel()
+
+    def changed_mask(self, shape, device=None) -> torch.Tensor:
+        """Bool tensor of the parameter's ``shape``: True where the new value differs from the old one."""
+        moved = (self.new != self.old).to(device)
+        if self.idx is None:
+            return moved.reshape(shape)
+        mask = torch.zeros(math.prod(shape), dtype=torch.bool, device=device)
+        mask[self.idx.to(device)[moved.reshape(-1)]] = True
+        return mask.reshape(shape)
 
 
 class SparseDelta:

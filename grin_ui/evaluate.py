@@ -30,7 +30,7 @@ from grin_ui.fluency import answer_nll, fluency_summary, gibberish_threshold, lo
 from grin_ui.generation import generate_details
 from grin_ui.objectives import label_logits
 from grin_ui.placement import input_device
-from grin_ui.prefix import cache_keyword, cache_of
+from grin_ui.prefix import cache_keyword, cache_of, can_share_prompts, shared_prompt_logprobs
 from grin_ui.tokens import pad_id
 
 MIA_ATTACKS = ("loss", "zlib", "mink", "minkpp")
@@ -129,7 +129,8 @@ def sequence_stats(
 
 
 def _truth_ratios(model, tokenizer, records: Sequence[Record], cfg: EvalConfig, limit: int) -> list[float | None]:
-    """Per-record truth ratio R (None where the record has no paraphrased or no perturbed answer)."""
+    """Per record truth ratio R (None where the record has no paraphrased or no perturbed answer). A question's
+    paraphrased and perturbed answers share its prompt, which runs once (grin_ui.prefix.shared_prompt_logprobs)."""
     extra: list[Record] = []
     spans: list[tuple[int, int] | None] = []
     for r in records:
@@ -142,7 +143,10 @@ def _truth_ratios(model, tokenizer, records: Sequence[Record], cfg: EvalConfig, 
     if not extra:
         return [None] * len(records)
     enc = encode(extra, tokenizer, limit, add_end=False)
-    st = score_items(model, enc.items, pad_id(tokenizer), cfg.batch_size)
+    if can_share_prompts(model):
+        st = [SeqStats(lp) for lp in shared_prompt_logprobs(model, enc.items, pad_id(tokenizer))]
+    else:
+        st = score_items(model, enc.items, pad_id(tokenizer), cfg.batch_size)
     out: list[float | None] = []
     for span in spans:
         if span is None:
@@ -158,16 +162,24 @@ def _mean(values) -> float:
     return float(sum(values) / len(values)) if values else float("nan")
 
 
-def _evaluate_set(model, tokenizer, name: str, records: list[Record], cfg: EvalConfig, limit: int):
-    enc = encode(records, tokenizer, limit, add_end=False)
+def _generates(name: str, cfg: EvalConfig) -> bool:
+    return name != "holdout" or cfg.generate_holdout
+
+
+def _split(values: list, sizes: list[int]) -> list[list]:
+    """``values`` cut into consecutive pieces of ``sizes``."""
+    out, at = [], 0
+    for n in sizes:
+        out.append(values[at : at + n])
+        at += n
+    return out
+
+
+def _evaluate_set(model, tokenizer, name: str, records: list[Record], enc, cfg: EvalConfig, gens: list, ratios: list):
+    """One set's metrics; ``gens`` (None per record where not generated) and ``ratios`` come from the passes that
+    :func:`evaluate_sets` runs once over every set."""
     stats = score_items(model, enc.items, pad_id(tokenizer), cfg.batch_size,
                         with_distribution=name in ("forget", "holdout"))
-    if name == "holdout" and not cfg.generate_holdout:
-        gens = [None] * len(records)
-    else:
-        gens = generate_details(model, tokenizer, [it.input_ids[: it.prompt_len] for it in enc.items],
-                                cfg.max_new_tokens, cfg.gen_batch_size)
-    ratios = _truth_ratios(model, tokenizer, records, cfg, limit) if cfg.truth_ratio else [None] * len(records)
     examples = []
     for r, it, st, g, tr in zip(records, enc.items, stats, gens, ratios):
         reference = r.answer if r.is_qa else it.answer
@@ -421,12 +433,27 @@ def evaluate_sets(
     was_training = model.training
     model.eval()
     try:
-        for name, records in sets.items():
-            records = list(getattr(records, "records", records) or [])
-            if not records:
-                continue
-            say(f"Evaluating the {name} set ({len(records)} examples)")
-            out[name], stats, texts = _evaluate_set(model, tokenizer, name, records, cfg, limit)
+        named = {name: recs for name, recs in ((n, list(getattr(r, "records", r) or [])) for n, r in sets.items())
+                 if recs}
+        encs = {name: encode(recs, tokenizer, limit, add_end=False) for name, recs in named.items()}
+        # greedy answers and truth ratios: one batched pass over every set (fuller batches, fewer decoding steps)
+        talk = [name for name in named if _generates(name, cfg)]
+        prompts = [it.input_ids[: it.prompt_len] for name in talk for it in encs[name].items]
+        if prompts:
+            say(f"Generating the answers of the {', '.join(talk)} set{'s' if len(talk) > 1 else ''} "
+                f"({len(prompts)} questions)")
+        gens = dict(zip(talk, _split(generate_details(model, tokenizer, prompts, cfg.max_new_tokens,
+                                                      cfg.gen_batch_size) if prompts else [],
+                                     [len(named[n]) for n in talk])))
+        every = [r for recs in named.values() for r in recs]
+        if cfg.truth_ratio:
+            say("Truth ratios: paraphrased and perturbed answers")
+        ratios = dict(zip(named, _split(_truth_ratios(model, tokenizer, every, cfg, limit) if cfg.truth_ratio
+                                        else [None] * len(every), [len(recs) for recs in named.values()])))
+        for name, records in named.items():
+            say(f"Scoring the {name} set ({len(records)} examples)")
+            out[name], stats, texts = _evaluate_set(model, tokenizer, name, records, encs[name], cfg,
+                                                    gens.get(name, [None] * len(records)), ratios[name])
             kept[name] = (stats, texts)
         if "forget" in kept and "holdout" in kept:
             say("Membership inference: forget vs holdout")

@@ -13,8 +13,7 @@ import torch
 from grin_ui import cancel
 from grin_ui.data import end_of_answer_ids, prompt_ids
 from grin_ui.placement import input_device
-from grin_ui import prefix
-from grin_ui.prefix import cache_keyword, cache_of, common_start, forward_params, opening_cache
+from grin_ui.prefix import cache_keyword, cache_of, forward_params, prompt_pass
 from grin_ui.tokens import pad_id
 
 
@@ -57,9 +56,7 @@ def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens:
     device = input_device(model)
     pad = pad_id(tokenizer)
     stops = torch.tensor(sorted(stop_ids(model, tokenizer)), dtype=torch.long, device=device)
-    params = forward_params(model)
-    takes_positions = "position_ids" in params
-    last_only = {"logits_to_keep": 1} if "logits_to_keep" in params else {}  # no vocabulary logits for the prompt
+    takes_positions = "position_ids" in forward_params(model)
     cache_kw = cache_keyword(model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[Generation | None] = [None] * len(prompts)
@@ -68,21 +65,10 @@ def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens:
         idx = order[start : start + batch_size]
         # the opening every prompt of the batch shares (the chat template's system prompt) runs once, its cache
         # repeated for every row; each row's own tokens follow after padding (masked), at their true positions
-        p = min(common_start([prompts[i] for i in idx]), min(len(prompts[i]) for i in idx) - 1)
-        p = p if takes_positions and len(idx) > 1 and p >= prefix.MIN_PREFIX else 0
-        head = opening_cache(model, torch.tensor([prompts[idx[0]][:p]], device=device), len(idx)) if p else None
-        p = p if head is not None else 0
-        width = max(len(prompts[i]) for i in idx) - p
-        ids = torch.tensor([[pad] * (width - len(prompts[i]) + p) + prompts[i][p:] for i in idx], device=device)
-        mask = torch.tensor([[1] * p + [0] * (width - len(prompts[i]) + p) + [1] * (len(prompts[i]) - p) for i in idx],
-                            device=device)
+        step_out, mask = prompt_pass(model, [prompts[i] for i in idx], pad, device)
         new: list[list[int]] = [[] for _ in idx]
         done = [False] * len(idx)
         rows = list(range(len(idx)))  # batch position -> row of this batch still generating
-        extra = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]} if takes_positions else {}
-        if head is not None:
-            extra[cache_kw] = head
-        step_out = model(input_ids=ids, attention_mask=mask, use_cache=True, **extra, **last_only)
         for step in range(max_new_tokens):
             past = cache_of(step_out)
             nxt = step_out.logits[:, -1].argmax(-1)

@@ -92,3 +92,77 @@ def label_positions_logits(model, input_ids: torch.Tensor, attention_mask: torch
     out = model(input_ids=input_ids[:, p:], attention_mask=attention_mask, use_cache=True, logits_to_keep=keep - p,
                 **{cache_keyword(model): cache})
     return out.logits
+
+
+def prompt_pass(model, prompts: list[list[int]], pad: int, device, keep_last: bool = True):
+    """One forward pass over token-id ``prompts`` padded on the left, the opening they all share (at least
+    :data:`MIN_PREFIX` tokens) run once and its cache repeated for the rows. Returns (output, attention mask
+    [rows, width] covering the cache). ``keep_last``: vocabulary logits at the last position only. Needs a model
+    whose forward takes ``position_ids``; without it the rows run unshared (positions follow from the mask)."""
+    takes_positions = "position_ids" in forward_params(model)
+    p = min(common_start(prompts), min(len(q) for q in prompts) - 1)
+    p = p if takes_positions and len(prompts) > 1 and p >= MIN_PREFIX else 0
+    head = opening_cache(model, torch.tensor([prompts[0][:p]], device=device), len(prompts)) if p else None
+    p = p if head is not None else 0
+    width = max(len(q) for q in prompts) - p
+    ids = torch.tensor([[pad] * (width - len(q) + p) + q[p:] for q in prompts], device=device)
+    mask = torch.tensor([[1] * p + [0] * (width - len(q) + p) + [1] * (len(q) - p) for q in prompts], device=device)
+    extra = {"position_ids": (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]} if takes_positions else {}
+    if head is not None:
+        extra[cache_keyword(model)] = head
+    if keep_last and "logits_to_keep" in forward_params(model):
+        extra["logits_to_keep"] = 1
+    return model(input_ids=ids, attention_mask=mask, use_cache=True, **extra), mask
+
+
+def can_share_prompts(model) -> bool:
+    """Whether :func:`shared_prompt_logprobs` can run on ``model`` (a cache, ``position_ids``)."""
+    params = forward_params(model)
+    return "position_ids" in params and ("cache" in params or "past_key_values" in params)
+
+
+@torch.inference_mode()
+def shared_prompt_logprobs(model, items, pad: int, max_rows: int = 32) -> list[torch.Tensor]:
+    """The log-prob of every label token of Q/A ``items`` (grin_ui.data.EncodedExample: labels only after
+    ``prompt_len``), float32 1-D per item in input order — what ``grin_ui.evaluate.score_items`` gives — with each
+    distinct prompt run once: the items that share a prompt (a question's paraphrased and perturbed answers) are
+    one row of a prompt pass (:func:`prompt_pass`) whose cache is repeated for each of them, then one pass over the
+    answers. Exact up to float rounding. At most ``max_rows`` answers per pass. See :func:`can_share_prompts`."""
+    from grin_ui.placement import input_device
+
+    device = input_device(model)
+    groups: dict[tuple, list[int]] = {}
+    for i, it in enumerate(items):
+        if any(t != -100 for t in it.labels[: it.prompt_len]):
+            raise ValueError("shared_prompt_logprobs scores answers only: the prompt must carry no labels.")
+        groups.setdefault(tuple(it.input_ids[: it.prompt_len]), []).append(i)
+    keys = sorted(groups, key=len)
+    out: list[torch.Tensor | None] = [None] * len(items)
+    start = 0
+    while start < len(keys):
+        stop, rows = start, 0
+        while stop < len(keys) and (stop == start or rows + len(groups[keys[stop]]) <= max_rows):
+            rows += len(groups[keys[stop]])
+            stop += 1
+        batch = keys[start:stop]
+        start = stop
+        first, mask = prompt_pass(model, [list(k) for k in batch], pad, device)
+        which = [g for g, k in enumerate(batch) for _ in groups[k]]
+        idx = [i for k in batch for i in groups[k]]
+        sel = torch.tensor(which, device=device)
+        past = cache_of(first)
+        past.batch_select_indices(sel)
+        answers = [items[i].input_ids[items[i].prompt_len:] for i in idx]
+        width = max(len(a) for a in answers)
+        ids = torch.tensor([a + [pad] * (width - len(a)) for a in answers], device=device)
+        lens = torch.tensor([len(a) for a in answers], device=device)
+        mask = torch.cat([mask[sel], (torch.arange(width, device=device) < lens[:, None]).long()], dim=-1)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, -width:]
+        rest = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                     **{cache_keyword(model): past}).logits
+        logits = torch.cat([first.logits[:, -1:][sel], rest[:, : width - 1]], dim=1).float()
+        lp = torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+        for r, i in enumerate(idx):
+            labels = torch.tensor(items[i].labels[items[i].prompt_len:], device=device)
+            out[i] = lp[r, : len(labels)][labels != -100].cpu()
+    return out  # type: ignore[return-value]

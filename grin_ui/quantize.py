@@ -127,6 +127,30 @@ def dequantize_weight(w: torch.Tensor, kind: str, group_size: int = 128) -> torc
     return rtn_dequantize(w, 4 if kind == "rtn4" else 8, group_size)
 
 
+def quant_units(w: torch.Tensor, kind: str) -> torch.Tensor:
+    """A 2-D view of an [out, in] weight whose rows are quantized independently of each other: bitsandbytes 4-bit
+    blocks of 64 — the whole tensor as one row unless its rows are whole blocks (bitsandbytes' CPU dequantization
+    reads other widths differently) — RTN and LLM.int8 rows."""
+    if kind in ("nf4", "fp4"):
+        return w.reshape(-1, BNB_BLOCKSIZE) if w.shape[-1] % BNB_BLOCKSIZE == 0 else w.reshape(1, -1)
+    return w.reshape(-1, w.shape[-1])
+
+
+def touched_units(touched: torch.Tensor, kind: str) -> torch.Tensor:
+    """Indices of the :func:`quant_units` rows of an [out, in] weight that hold a True entry of ``touched``."""
+    return quant_units(touched, kind).any(1).nonzero().squeeze(1)
+
+
+def dequantize_units(w: torch.Tensor, kind: str, group_size: int, rows: torch.Tensor) -> torch.Tensor:
+    """Q of the :func:`quant_units` rows ``rows`` of the [out, in] weight ``w``, [len(rows), unit] — equal to the
+    same rows of ``dequantize_weight(w)``, since every row is quantized on its own."""
+    units = quant_units(w, kind)
+    if units.shape[0] == 1:  # one piece: the whole tensor, quantized in its own shape
+        return quant_units(dequantize_weight(w, kind, group_size), kind)[rows]
+    part = units[rows]
+    return dequantize_weight(part, kind, group_size) if part.numel() else part
+
+
 # ---------------------------------------------------------------------------------------------- whole model
 
 
@@ -194,6 +218,34 @@ def quantized_copy(model: torch.nn.Module, kind: str, group_size: int = 128) -> 
     return q
 
 
+@torch.no_grad()
+def requantize_changed(q: torch.nn.Module, model: torch.nn.Module, delta: SparseDelta, kind: str,
+                       group_size: int = 128) -> None:
+    """Turn ``q``, the ``kind``-quantized copy of ``model``'s original weights (:func:`quantized_copy`), into the
+    quantized copy of the unlearned model (``delta`` applied): only the :func:`quant_units` that hold a changed
+    entry are quantized again, and the changed tensors the probe leaves unquantized are copied — the same weights
+    as ``quantized_copy`` of the unlearned model (tests). ``model`` holds the original weights before and after.
+    Not for ``int8``, whose modules hold their own int8 state."""
+    if kind == "int8":
+        raise GrinError("LLM.int8 copies are rebuilt whole; requantize_changed handles the dequantized kinds.")
+    qparams = dict(q.named_parameters())
+    linears = {f"{name}.weight": mod for name, mod in quantizable_linears(model)}
+    with delta.applied(model):
+        params = dict(model.named_parameters())
+        for name, e in delta.entries.items():
+            p = params[name].detach()
+            if name not in linears:
+                qparams[name].copy_(p)
+                continue
+            mod = linears[name]
+            units = touched_units(_out_in(mod, e.changed_mask(p.shape, p.device)), kind)
+            target = _out_in(mod, qparams[name])
+            view = quant_units(target.contiguous(), kind)  # a view of target unless target is a transpose
+            view[units] = dequantize_units(_out_in(mod, p), kind, group_size, units).to(view.dtype)
+            if view.data_ptr() != target.data_ptr():
+                target.copy_(view.reshape(target.shape))
+
+
 def release(model: torch.nn.Module) -> None:
     """Drop every parameter and buffer of ``model`` so that its memory is returned even while references to the
     module object remain; the module is unusable afterwards."""
@@ -250,6 +302,17 @@ def run_probe(
     out: dict = {"kind": kind, "description": describe(kind, cfg.group_size)}
     if original is not None:
         out["original"] = original
+    if original is None and delta is not None and kind != "int8":  # one copy: the original's, then patched
+        say(f"{kind}: quantizing the original model")
+        with quantized(model, kind, cfg.group_size) as q:
+            say(f"{kind}: evaluating the quantized original model")
+            out["original"] = evaluate_sets(q, tokenizer, sets, cfg.eval, utility=cfg.utility)
+            say(f"{kind}: quantizing again the blocks the unlearning changed")
+            requantize_changed(q, model, delta, kind, cfg.group_size)
+            say(f"{kind}: evaluating the quantized unlearned model")
+            out["unlearned"] = evaluate_sets(q, tokenizer, sets, cfg.eval, utility=cfg.utility)
+        out["seconds"] = time.perf_counter() - t0
+        return out
     states = ([("original", None)] if original is None else []) + ([("unlearned", delta)] if delta is not None else [])
     for label, d in states:
         say(f"{kind}: quantizing the {label} model")

@@ -56,7 +56,8 @@ import torch
 from grin_ui.delta import SparseDelta
 from grin_ui.errors import GrinError
 from grin_ui.models import block_module
-from grin_ui.quantize import BNB_BLOCKSIZE, _check_kind, _out_in, dequantize_weight, quantizable_linears
+from grin_ui.quantize import (BNB_BLOCKSIZE, _check_kind, _out_in, dequantize_units, quant_units,
+                              quantizable_linears, touched_units)
 
 RATIO_LOG10_RANGE = (-6.0, 3.0)
 RATIO_BINS_PER_DECADE = 8
@@ -189,13 +190,17 @@ def tensor_survival(old: torch.Tensor, new: torch.Tensor, changed: torch.Tensor,
     """Survival counts for one [out, in] weight (see the module docstring). ``old``/``new``: the full tensor before
     and after; ``changed``: bool, same shape, the entries the delta changed. Histograms, when given, receive the
     |Δw| / bin width, |Δw| and bin width of the changed entries. Codes are computed at the changed entries only;
-    the real quantizer runs on the whole tensor (twice).
+    the real quantizer runs only on the blocks that hold a changed entry (Q of the others does not move).
 
     Returns {"changed", "survived", "scale_only", "beyond_range", "bystanders", "at_least_half" (changed entries with
     |Δw| / bin width ≥ 0.5), "num", "den", "dq2"} — num = ⟨ΔQ, Δθ⟩, den = ‖Δθ‖², dq2 = ‖ΔQ‖² (float64 sums over
     the tensor), ΔQ = Q(new) − Q(old) with each block at its own scale."""
     _check_kind(kind)
-    d_q = dequantize_weight(new, kind, group_size).double() - dequantize_weight(old, kind, group_size).double()
+    units = touched_units(changed, kind)
+    d_q = torch.zeros(quant_units(old, kind).shape, dtype=torch.float64, device=old.device)
+    d_q[units] = (dequantize_units(new, kind, group_size, units).double()
+                  - dequantize_units(old, kind, group_size, units).double())
+    d_q = d_q.reshape(old.shape)
     d_theta = new.double() - old.double()
     out = {"num": float((d_q * d_theta).sum()), "den": float((d_theta * d_theta).sum()),
            "dq2": float((d_q * d_q).sum())}
@@ -268,16 +273,14 @@ def survival_map(model: torch.nn.Module, delta: SparseDelta, kind: str, group_si
         if not bool(moved.any()):
             continue
         if name in linears:
-            old, new, changed = p.clone(), p.clone(), torch.zeros_like(p, dtype=torch.bool)
+            old, new, changed = p.clone(), p.clone(), e.changed_mask(p.shape, p.device)
             if e.idx is None:
                 old.copy_(e.old)
                 new.copy_(e.new)
-                changed.copy_(moved.reshape(p.shape))
             else:
                 idx = e.idx.to(p.device)
                 old.view(-1).index_copy_(0, idx, e.old.to(p.device, p.dtype))
                 new.view(-1).index_copy_(0, idx, e.new.to(p.device, p.dtype))
-                changed.view(-1)[idx[moved.reshape(-1)]] = True
             mod = linears[name]
             s = tensor_survival(_out_in(mod, old), _out_in(mod, new), _out_in(mod, changed), kind, group_size,
                                 ratio_hist, delta_hist, width_hist)

@@ -60,3 +60,34 @@ def test_same_logits_as_a_plain_pass_and_plain_when_training(tiny_lm, tiny_sets,
     out = label_positions_logits(model, b["input_ids"], b["attention_mask"], keep, min_prefix=2)
     assert calls == [(n, length)] and out.requires_grad
     torch.testing.assert_close(out.detach(), plain)
+
+
+def test_shared_prompt_logprobs_run_each_prompt_once_with_the_scores_of_plain_passes(tiny_lm, tiny_sets, monkeypatch):
+    from grin_ui.data import Record
+    from grin_ui.evaluate import score_items
+    from grin_ui.prefix import shared_prompt_logprobs
+
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    recs = tiny_sets["forget"][:5]
+    alts = [Record(question=r.question, answer=a) for r in recs for a in [r.paraphrased_answer, *r.perturbed_answers]]
+    # a focus label mask (some answer tokens unscored) on one item, as the stopping check's encodings have
+    items = encode(alts, tok).items
+    items[1].labels[items[1].prompt_len] = -100
+    want = [s.logprobs for s in score_items(model, items, tok.pad_token_id, 4)]
+    calls = []
+    forward = type(model).forward
+
+    @functools.wraps(forward)
+    def counting(self, *a, **k):
+        calls.append(k["input_ids"].shape[0])
+        return forward(self, *a, **k)
+
+    monkeypatch.setattr(type(model), "forward", counting)
+    got = shared_prompt_logprobs(model, items, tok.pad_token_id, max_rows=8)
+    assert len(got) == len(want) == 20 and len(got[1]) == len(want[1]) == len(items[1].labels) - items[1].prompt_len - 1
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+    # 5 prompts of 4 answers, at most 8 answers per pass: 3 passes over prompts (2 + 2 + 1 rows, after their shared
+    # opening at batch size 1 where they have one) and 3 over the answers (8 + 8 + 4 rows)
+    answer_rows = [c for c in calls if c in (8, 4)]
+    assert answer_rows == [8, 8, 4] and sum(c in (2, 1) for c in calls) >= 3

@@ -19,10 +19,11 @@ from grin_ui.quantize import (
     quantized,
     quantized_copy,
     recovery,
+    requantize_changed,
     run_probe,
     survival_map,
 )
-from grin_ui.survival import _blocks, _codes, code_book
+from grin_ui.survival import _blocks, _codes, code_book, tensor_survival
 
 # NF4 code book (QLoRA, Dettmers et al. 2023): the 16 values a normalized weight is rounded to
 NF4 = torch.tensor([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -112,6 +113,62 @@ def test_quantized_copy_from_the_in_memory_state(tiny_lm):
     assert torch.equal(p, delta.entries[name].old)  # the delta was undone right after copying
     q4 = quantized_copy(model, "nf4")
     assert torch.equal(dict(q4.named_parameters())[name], dequantize_weight(p.detach(), "nf4"))
+
+
+def _random_sparse_delta(model, seed: int = 0) -> SparseDelta:
+    """A few random changes in three linear weights (sparse and dense entries, some listed but unchanged) and in a
+    norm weight."""
+    g = torch.Generator().manual_seed(seed)
+    params = dict(model.named_parameters())
+    entries = {}
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"):
+        w = params[name].detach()
+        idx = torch.randperm(w.numel(), generator=g)[:7].sort().values
+        new = w.reshape(-1)[idx] + 0.05 * torch.randn(7, generator=g)
+        new[0] = w.reshape(-1)[idx[0]]  # listed, unchanged
+        entries[name] = DeltaEntry(idx, w.reshape(-1)[idx].clone(), new)
+    w = params["model.layers.1.self_attn.k_proj.weight"].detach()
+    entries["model.layers.1.self_attn.k_proj.weight"] = DeltaEntry(None, w.clone(), w + 0.2 * (w > 0.1))
+    n = params["model.layers.0.input_layernorm.weight"].detach()
+    entries["model.layers.0.input_layernorm.weight"] = DeltaEntry(torch.tensor([1]), n[1:2].clone(), n[1:2] + 0.5)
+    return SparseDelta(entries)
+
+
+@pytest.mark.parametrize("kind", ["nf4", "fp4", "rtn4"])
+def test_requantizing_the_changed_blocks_gives_the_quantized_unlearned_model(tiny_lm, kind):
+    model = tiny_lm.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    delta = _random_sparse_delta(model)
+    q = quantized_copy(model, kind, 16)
+    requantize_changed(q, model, delta, kind, 16)
+    with delta.applied(model):
+        want = quantized_copy(model, kind, 16)
+    for name, t in want.state_dict().items():
+        assert torch.equal(q.state_dict()[name], t), name
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the model stays original
+    with pytest.raises(GrinError):
+        requantize_changed(q, model, delta, "int8")
+
+
+@pytest.mark.parametrize("kind", ["nf4", "fp4", "rtn4", "int8"])
+@pytest.mark.parametrize("width", [128, 80])
+def test_survival_quantizes_only_the_changed_blocks_with_the_same_result(kind, width):
+    """tensor_survival runs the quantizer on the changed blocks only; its sums equal those of the whole tensors
+    (width 80: rows that are not whole 4-bit blocks, quantized as one piece)."""
+    g = torch.Generator().manual_seed(1)
+    old = torch.randn(48, width, generator=g) * 0.05  # RTN: rows of groups of 32
+    new = old.clone()
+    flat = new.view(-1)
+    idx = torch.randperm(old.numel(), generator=g)[:25]
+    flat[idx] += 0.03 * torch.randn(25, generator=g)
+    changed = new != old
+    got = tensor_survival(old, new, changed, kind, 32)
+    d_q = dequantize_weight(new, kind, 32).double() - dequantize_weight(old, kind, 32).double()
+    d_t = new.double() - old.double()
+    assert got["num"] == pytest.approx(float((d_q * d_t).sum()), rel=1e-12, abs=1e-15)
+    assert got["dq2"] == pytest.approx(float((d_q * d_q).sum()), rel=1e-12, abs=1e-15)
+    assert got["bystanders"] == int(((d_q != 0) & ~changed).sum())
+    assert got["changed"] == int(changed.sum())
 
 
 def _constructed_delta(model) -> SparseDelta:
