@@ -8,7 +8,7 @@
 Every run appends one JSON line to ``--out`` (default ``runs/tune.jsonl``); a (example, setting, seed) already in
 the file is skipped, so an interrupted sweep resumes. Per example the model is loaded once (fictitious authors: the
 taught model, cached by ``grin_ui.teach.teach_cached``), the original model is evaluated once and the GRI scores are
-computed once (cached under ``runs/tune-cache/`` until the library's code changes, :func:`code_stamp`); each run
+computed once (cached under ``runs/tune-cache/`` until the library's code changes, grin_ui.evalcache.code_stamp); each run
 then unlearns with ``grin_ui.pipeline.unlearn_pipeline`` (stop-when-forgotten with the example's holdout set, when
 it has one), evaluates the unlearned model on every set (no utility metrics), scores the
 answers' fluency against the original model, and undoes the delta.
@@ -114,21 +114,6 @@ def summarize(ev: dict, before: dict) -> dict:
     return out
 
 
-def code_stamp() -> str:
-    """A digest of the library's modules and the torch / transformers versions: the cached evaluation and GRI
-    scores are used only while it is unchanged. A change of summation order alone moves a few weights across the
-    mask's threshold, and the runs then follow another trajectory than ``grin-ui run`` with the same seed."""
-    import hashlib
-
-    import torch
-    import transformers
-
-    h = hashlib.sha256(f"{torch.__version__} {transformers.__version__}".encode())
-    for f in sorted((ROOT / "grin_ui").glob("*.py")):
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()
-
-
 def model_for(example: str, sets: dict, spec: str = "default"):
     """The model an example is unlearned from: ``spec``, or for fictitious-authors the model taught its facts
     (grin_ui.teach.teach_cached: taught once, then loaded from the cache)."""
@@ -147,6 +132,7 @@ def model_for(example: str, sets: dict, spec: str = "default"):
 def run_example(example: str, settings: list[str], seeds: list[int], extra: list[str], out: Path, done: set):
     import torch
 
+    from grin_ui.evalcache import code_stamp
     from grin_ui.evaluate import add_gibberish, evaluate_sets
     from grin_ui.influence import Scores, compute_scores
     from grin_ui.pipeline import unlearn_pipeline

@@ -7,7 +7,8 @@ on the same data twice (the original model, and its quantized copy per probe kin
 
 The key is the sha256 of everything the result depends on: the exact weights (sha256 of every tensor), the state
 ("original", or the quantization kind and group size), every record of every set, the evaluation settings, whether
-utility metrics were asked for, and the grin-ui, torch and transformers versions. Change any of them and the entry
+utility metrics were asked for, the grin-ui version and a digest of its code with the torch and
+transformers versions (:func:`code_stamp`). Change any of them and the entry
 is not found (it ages out). Entries are folders under ``<cache>/evals`` (``$GRIN_UI_CACHE``), held to
 ``$GRIN_UI_EVAL_CACHE_MB`` megabytes (default 256) with least-recently-used eviction (grin_ui.diskcache);
 ``GRIN_UI_EVAL_CACHE=0`` or ``grin-ui run --no-cache`` turns it off; ``grin-ui cache --clear`` empties it.
@@ -15,6 +16,7 @@ is not found (it ages out). Entries are folders under ``<cache>/evals`` (``$GRIN
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -30,16 +32,27 @@ DEFAULT_MB = 256.0
 FILE = "eval.json"
 
 
-def eval_key(weights_sha: str, state: str, recs: dict, eval_cfg, utility: bool) -> str:
+@functools.cache
+def code_stamp() -> str:
+    """A digest of grin-ui's own modules and the torch / transformers versions: results computed by other code are
+    not reused (a change of summation order alone moves the last digits of a metric, and the weights near a mask's
+    threshold)."""
     import torch
     import transformers
 
+    h = hashlib.sha256(f"{torch.__version__} {transformers.__version__}".encode())
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def eval_key(weights_sha: str, state: str, recs: dict, eval_cfg, utility: bool) -> str:
     from grin_ui import __version__
 
     blob = json.dumps({
         "weights": weights_sha, "state": state, "utility": bool(utility),
         "data": {name: [r.to_dict() for r in rs] for name, rs in recs.items()},
-        "eval": asdict(eval_cfg), "versions": [__version__, torch.__version__, transformers.__version__],
+        "eval": asdict(eval_cfg), "versions": [__version__, code_stamp()],
     }, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

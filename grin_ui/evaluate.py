@@ -23,14 +23,14 @@ import torch
 from grin_ui import cancel
 from grin_ui import metrics as M
 from grin_ui.config import EvalConfig
-from grin_ui.data import EncodedExample, Record, collate, encode, prompt_ids
+from grin_ui.data import EncodedExample, Record, collate, encode
 from grin_ui.errors import GrinError
 from grin_ui.examples import assets_dir
 from grin_ui.fluency import answer_nll, fluency_summary, gibberish_threshold, loops
 from grin_ui.generation import generate_details
 from grin_ui.objectives import label_logits
 from grin_ui.placement import input_device
-from grin_ui.prefix import cache_keyword, cache_of, can_share_prompts, shared_prompt_logprobs
+from grin_ui.prefix import can_share_prompts, shared_prompt_logprobs
 from grin_ui.tokens import pad_id
 
 MIA_ATTACKS = ("loss", "zlib", "mink", "minkpp")
@@ -175,11 +175,10 @@ def _split(values: list, sizes: list[int]) -> list[list]:
     return out
 
 
-def _evaluate_set(model, tokenizer, name: str, records: list[Record], enc, cfg: EvalConfig, gens: list, ratios: list):
-    """One set's metrics; ``gens`` (None per record where not generated) and ``ratios`` come from the passes that
-    :func:`evaluate_sets` runs once over every set."""
-    stats = score_items(model, enc.items, pad_id(tokenizer), cfg.batch_size,
-                        with_distribution=name in ("forget", "holdout"))
+def _evaluate_set(tokenizer, name: str, records: list[Record], enc, cfg: EvalConfig, stats: list, gens: list,
+                  ratios: list):
+    """One set's metrics from the passes :func:`evaluate_sets` runs once over every set: ``stats`` (answer
+    scores), ``gens`` (None per record where not generated) and ``ratios``."""
     examples = []
     for r, it, st, g, tr in zip(records, enc.items, stats, gens, ratios):
         reference = r.answer if r.is_qa else it.answer
@@ -213,8 +212,7 @@ def _evaluate_set(model, tokenizer, name: str, records: list[Record], enc, cfg: 
         result["warnings"] = enc.warnings
     limit_n = cfg.max_listed_examples
     result["examples"] = examples if limit_n is None else examples[:limit_n]
-    texts = [r.answer if r.is_qa else r.text for r in records]
-    return result, stats, texts
+    return result
 
 
 FLUENCY_SETS = ("forget", "retain", "neighbours", "holdout")
@@ -309,60 +307,20 @@ def perplexity(model, tokenizer, texts: Sequence[str], batch_size: int = 8, max_
     return float(torch.exp(torch.tensor(total / max(count, 1), dtype=torch.float64))), count
 
 
-def _choice_ids(tokenizer, choice: str) -> list[int]:
-    """Answer tokens exactly as :func:`grin_ui.data.encode` makes them (leading space without a chat template)."""
-    templated = bool(getattr(tokenizer, "chat_template", None))
-    return tokenizer(choice if templated else " " + choice, add_special_tokens=False)["input_ids"]
-
-
-@torch.inference_mode()
 def choice_logprobs(model, tokenizer, rows: Sequence[dict], batch_size: int = 8) -> list[list[float]]:
     """Log-likelihood of each choice as the answer to its question: [[log p(choice_j | prompt) summed over the
-    choice's tokens, nats] per row].
-
-    Same numbers as scoring each (question, choice) pair with :func:`sequence_stats`, but the prompt is run once per
-    question and its KV cache shared by the choices (left-padded prompts, explicit position ids)."""
-    from transformers.cache_utils import Cache
-
-    device = input_device(model)
-    pad = pad_id(tokenizer)
-    out: list[list[float]] = []
-    for start in range(0, len(rows), batch_size):
-        cancel.check()
-        chunk = rows[start : start + batch_size]
-        prompts = [prompt_ids(tokenizer, row["question"]) for row in chunk]
-        choices = [[_choice_ids(tokenizer, str(c)) for c in row["choices"]] for row in chunk]
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-        pmask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        res = model(input_ids=ids, attention_mask=pmask, position_ids=(pmask.cumsum(1) - 1).clamp_min(0),
-                    use_cache=True)
-        first = torch.log_softmax(res.logits[:, -1].float(), dim=-1)  # predicts each choice's first token
-        cache = cache_of(res)
-        if not isinstance(cache, Cache):  # no reusable cache: score the full sequences
-            recs = [Record(question=row["question"], answer=str(c)) for row in chunk for c in row["choices"]]
-            st = iter(sequence_stats(model, tokenizer, recs, batch_size, 10**9, False))
-            out.extend([-next(st).nll_sum for _ in row["choices"]] for row in chunk)
-            continue
-        owner = torch.tensor([q for q, cs in enumerate(choices) for _ in cs], device=device)
-        flat = [c for cs in choices for c in cs]
-        cache.batch_select_indices(owner)
-        cw = max(len(c) for c in flat)
-        cids = torch.tensor([c + [pad] * (cw - len(c)) for c in flat], device=device)
-        cmask = torch.tensor([[1] * len(c) + [0] * (cw - len(c)) for c in flat], device=device)
-        pos = pmask.sum(1)[owner].unsqueeze(1) + torch.arange(cw, device=device)
-        logits = model(input_ids=cids, attention_mask=torch.cat([pmask[owner], cmask], 1), position_ids=pos,
-                       use_cache=True, **{cache_keyword(model): cache}).logits.float()
-        lp = torch.log_softmax(logits, dim=-1)
-        totals = []
-        for j, c in enumerate(flat):
-            total = first[owner[j], c[0]]
-            if len(c) > 1:
-                total = total + lp[j, torch.arange(len(c) - 1, device=device), torch.tensor(c[1:], device=device)].sum()
-            totals.append(float(total))
-        it = iter(totals)
-        out.extend([next(it) for _ in cs] for cs in choices)
-    return out
+    choice's tokens, nats] per row] — each (question, choice) pair encoded as a Q/A record; the question's prompt
+    is run once and shared by its choices (grin_ui.prefix.shared_prompt_logprobs) where the model allows it."""
+    recs = [Record(question=row["question"], answer=str(c)) for row in rows for c in row["choices"]]
+    if not recs:
+        return [[] for _ in rows]
+    items = encode(recs, tokenizer, 10**9, add_end=False).items
+    if can_share_prompts(model):
+        lps = shared_prompt_logprobs(model, items, pad_id(tokenizer), max_rows=4 * batch_size)
+    else:
+        lps = [s.logprobs for s in score_items(model, items, pad_id(tokenizer), batch_size)]
+    it = iter(float(lp.sum()) for lp in lps)
+    return [[next(it) for _ in row["choices"]] for row in rows]
 
 
 def mc_accuracy(model, tokenizer, rows: Sequence[dict], batch_size: int = 8) -> float:
@@ -450,11 +408,14 @@ def evaluate_sets(
             say("Truth ratios: paraphrased and perturbed answers")
         ratios = dict(zip(named, _split(_truth_ratios(model, tokenizer, every, cfg, limit) if cfg.truth_ratio
                                         else [None] * len(every), [len(recs) for recs in named.values()])))
+        say("Scoring the answers")
+        stats = dict(zip(named, _split(score_items(model, [it for e in encs.values() for it in e.items],
+                                                   pad_id(tokenizer), cfg.batch_size, with_distribution=True),
+                                       [len(recs) for recs in named.values()])))
         for name, records in named.items():
-            say(f"Scoring the {name} set ({len(records)} examples)")
-            out[name], stats, texts = _evaluate_set(model, tokenizer, name, records, encs[name], cfg,
-                                                    gens.get(name, [None] * len(records)), ratios[name])
-            kept[name] = (stats, texts)
+            out[name] = _evaluate_set(tokenizer, name, records, encs[name], cfg, stats[name],
+                                      gens.get(name, [None] * len(records)), ratios[name])
+            kept[name] = (stats[name], [r.answer if r.is_qa else r.text for r in records])
         if "forget" in kept and "holdout" in kept:
             say("Membership inference: forget vs holdout")
             out["mia"] = _mia(*kept["forget"], *kept["holdout"], cfg.k)

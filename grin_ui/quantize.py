@@ -307,7 +307,7 @@ def run_probe(
         with quantized(model, kind, cfg.group_size) as q:
             say(f"{kind}: evaluating the quantized original model")
             out["original"] = evaluate_sets(q, tokenizer, sets, cfg.eval, utility=cfg.utility)
-            say(f"{kind}: quantizing again the blocks the unlearning changed")
+            say(f"{kind}: quantizing the unlearned model (again only the blocks the unlearning changed)")
             requantize_changed(q, model, delta, kind, cfg.group_size)
             say(f"{kind}: evaluating the quantized unlearned model")
             out["unlearned"] = evaluate_sets(q, tokenizer, sets, cfg.eval, utility=cfg.utility)

@@ -67,12 +67,21 @@ def _sample(records: list[Record], n: int = MAX_REFERENCE) -> list[Record]:
     return [records[round(i * (len(records) - 1) / (n - 1))] for i in range(n)]
 
 
-def _mean_nll(model, items, pad: int, batch_size: int = 16) -> tuple[float, list[float]]:
+def _mean_nll(model, items, pad: int) -> float:
+    return _mean_nlls(model, [items], pad)[0]
+
+
+def _mean_nlls(model, groups: list[list], pad: int, batch_size: int = 32) -> list[float]:
+    """Per group of encoded examples, the mean over its examples of the per-token answer NLL (nan when none has
+    a scored token); every group scored in the same batches."""
     from grin_ui.evaluate import score_items
 
-    stats = score_items(model, items, pad, batch_size)
-    vals = [s.nll for s in stats if s.n > 0]
-    return (sum(vals) / len(vals) if vals else float("nan")), vals
+    stats = iter(score_items(model, [it for g in groups for it in g], pad, batch_size))
+    out = []
+    for g in groups:
+        vals = [s.nll for s in (next(stats) for _ in g) if s.n > 0]
+        out.append(sum(vals) / len(vals) if vals else float("nan"))
+    return out
 
 
 @dataclass
@@ -127,7 +136,7 @@ class ForgetCheck:
             was_training = model.training
             model.eval()
             try:
-                self.retain_base = _mean_nll(model, self.retain_items, pad_id(self.tokenizer))[0]
+                self.retain_base = _mean_nll(model, self.retain_items, pad_id(self.tokenizer))
                 self.retain_hits_base = self._hits(model, self.retain, self.retain_items)
             finally:
                 model.train(was_training)
@@ -138,8 +147,8 @@ class ForgetCheck:
         model.eval()
         try:
             pad = pad_id(self.tokenizer)
-            f_nll, _ = _mean_nll(model, self.forget_items, pad)
-            r_nll = _mean_nll(model, self.reference_items, pad)[0] if self.reference_items else None
+            f_nll, r_nll = _mean_nlls(model, [self.forget_items, self.reference_items], pad)
+            r_nll = r_nll if self.reference_items else None
             reached = r_nll is None or f_nll >= r_nll - self.margin
             m = {"step": step, "forget_nll": f_nll, "reference_nll": r_nll, "level_reached": reached}
             stop = False
@@ -150,7 +159,7 @@ class ForgetCheck:
             elif reached:
                 stop = r_nll is not None
             if stop and self.retain_items and self.retain_base is not None and self.keep_margin >= 0:
-                m["retain_nll"] = _mean_nll(model, self.retain_items, pad)[0]
+                m["retain_nll"] = _mean_nll(model, self.retain_items, pad)
                 m["retain_nll_start"] = self.retain_base
                 stop = m["retain_nll"] <= self.retain_base + self.keep_margin
                 if stop and self.retain_hits_base is not None:

@@ -33,7 +33,7 @@ from grin_ui.data import Record, answer_token_ids, batches, encode
 from grin_ui.delta import SparseDelta
 from grin_ui.errors import Cancelled, GrinError  # noqa: F401 - Cancelled re-exported (grin_ui.train.Cancelled)
 from grin_ui.objectives import (OBJECTIVES, REFUSALS, USES_FORGET_REFERENCE, USES_REFUSAL, USES_RETAIN, StepBatch,
-                                reference_sequence_logprobs, reference_topk)
+                                joint_step_batch, reference_sequence_logprobs, reference_topk)
 from grin_ui.placement import input_device
 from grin_ui.rowgrad import row_gradients
 from grin_ui.tokens import pad_id
@@ -371,7 +371,7 @@ def unlearn(model, tokenizer, forget: list[Record], retain: list[Record], mask, 
         b = data.step_batch(step)
         if check is not None and check.checks:  # the reference level the latest check measured (npo_hinge)
             b.level = check.checks[-1].get("reference_nll")
-        return fn(model, b, cfg)
+        return fn(model, joint_step_batch(model, b, cfg), cfg)
 
     stopped_at: list[int] = []
     if cfg.stop_when_forgotten and check is None:

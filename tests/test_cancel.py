@@ -56,7 +56,7 @@ def test_cancel_evaluation_then_a_fresh_action_runs(store):
     before = snapshot(model)
     with pytest.raises(Cancelled):
         with s.action("comparison"):
-            S.evaluate(store, s, "original", utility=False, progress=cancel_on(s, "Evaluating the forget set"))
+            S.evaluate(store, s, "original", utility=False, progress=cancel_on(s, "Generating the answers"))
     assert_untouched(model, before)
     assert s.evals == {} and not s.cancel.is_set()  # the flag does not outlive its action
     ev = S.evaluate(store, s, "original", utility=False)

@@ -11,6 +11,7 @@ from grin_ui import session as S
 from grin_ui.cli import main
 from grin_ui.config import EvalConfig, MaskConfig, NoiseConfig, RunConfig, UnlearnConfig
 from grin_ui.data import ExampleSet
+from grin_ui import evalcache
 from grin_ui.evalcache import EvalCache, eval_key
 from grin_ui.journey import records, run_journey
 from grin_ui.report import weights_sha256
@@ -38,7 +39,7 @@ def test_second_run_reuses_the_original_and_quantized_original(tiny_lm, tmp_path
     assert (off.hits, off.misses) == (0, 0)
 
 
-def test_every_change_misses(tiny_lm):
+def test_every_change_misses(tiny_lm, monkeypatch):
     recs = records(SETS)
     sha = weights_sha256(tiny_lm.model)
     key = eval_key(sha, "original", recs, EvalConfig(), False)
@@ -54,6 +55,15 @@ def test_every_change_misses(tiny_lm):
         "settings": eval_key(sha, "original", recs, EvalConfig(max_new_tokens=16), False),
         "utility": eval_key(sha, "original", recs, EvalConfig(), True),
     }
+    stamp = evalcache.code_stamp()
+    assert len(stamp) == 64 and stamp == evalcache.code_stamp()
+    evalcache.code_stamp.cache_clear()
+    monkeypatch.setattr(evalcache.Path, "read_bytes", lambda self: b"other code")  # the library's code changed
+    changed["code"] = eval_key(sha, "original", recs, EvalConfig(), False)
+    assert evalcache.code_stamp() != stamp
+    monkeypatch.undo()
+    evalcache.code_stamp.cache_clear()
+    assert evalcache.code_stamp() == stamp
     assert len(set(changed.values()) | {key}) == len(changed) + 1
 
 

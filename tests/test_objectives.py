@@ -1,3 +1,4 @@
+import functools
 import math
 
 import pytest
@@ -6,8 +7,8 @@ import torch.nn.functional as F
 
 from grin_ui.config import UnlearnConfig
 from grin_ui.data import answer_token_ids, batches, encode
-from grin_ui.objectives import (OBJECTIVES, REFUSALS, kl_to_reference, mean_token_prob, nll, reference_topk,
-                                sequence_logprobs)
+from grin_ui.objectives import (OBJECTIVES, READS, REFUSALS, joint_step_batch, kl_to_reference, mean_token_prob, nll,
+                                reference_topk, sequence_logprobs)
 from grin_ui.train import prepare_unlearn, train_masked
 
 
@@ -158,3 +159,42 @@ def test_each_objective_decreases_its_own_loss(tiny_lm, tiny_sets, objective):
     with torch.no_grad():
         after = fn(model, data.step_batch(0), cfg)[0].item()
     assert after < before - 0.01 * max(1.0, abs(before)), (before, after)
+
+
+@pytest.mark.parametrize("objective,kw", [("idk", {}), ("idk_npo", {"retain_refusal_weight": 1.0}),
+                                          ("grad_diff", {"retain_loss": "kl"}), ("flat", {}), ("npo", {"alpha": 0.0})])
+def test_joint_step_batch_gives_the_loss_and_gradients_of_separate_passes(tiny_lm, tiny_sets, objective, kw):
+    model = tiny_lm.model
+    cfg, data = step_batch(tiny_lm, tiny_sets, objective, **kw)
+    b = data.step_batch(1)
+    b.level = 2.0
+    calls = []
+    forward = type(model).forward
+
+    def run(batch):
+        model.zero_grad()
+        loss, f, r = OBJECTIVES[objective](model, batch, cfg)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    def counting(self, *a, **k):
+        calls.append(k["input_ids"].shape[0])
+        return forward(self, *a, **k)
+
+    try:
+        type(model).forward = functools.wraps(forward)(counting)
+        sep_loss, sep_grads = run(b)
+        n_sep = len(calls)
+        calls.clear()
+        joint_loss, joint_grads = run(joint_step_batch(model, b, cfg))
+    finally:
+        type(model).forward = forward
+        model.zero_grad()
+    reads = [n for n in READS[objective] if n != "retain" or cfg.alpha != 0]
+    assert n_sep == len(reads) and len(calls) == (1 if len(reads) > 1 else len(reads))  # one pass for every batch
+    if len(reads) > 1:
+        assert calls == [sum(getattr(b, n)["input_ids"].shape[0] for n in reads)]
+    torch.testing.assert_close(joint_loss, sep_loss, atol=1e-5, rtol=1e-5)
+    assert joint_grads.keys() == sep_grads.keys()
+    for name, g in sep_grads.items():
+        torch.testing.assert_close(joint_grads[name], g, atol=1e-5, rtol=1e-4)
