@@ -37,7 +37,7 @@ from grin_ui.influence import Scores, compute_scores
 from grin_ui.mask import Mask, build_mask
 from grin_ui.models import LoadedModel
 from grin_ui.pipeline import GrinResult, unlearn_pipeline
-from grin_ui.quantize import recovery, run_probe, survival_map
+from grin_ui.quantize import recovery, run_probe
 from grin_ui.relearn import relearn_probe
 from grin_ui.report import build_report, weights_sha256, write_report
 from grin_ui.rerun import rerun_command
@@ -185,11 +185,9 @@ def probe(lm: LoadedModel, kind: str, sets: dict, delta, cfg: RunConfig, before:
     t0 = time.perf_counter()
     say = _say(progress)
     res = run_probe(lm.model, lm.tokenizer, kind, records(sets), delta, replace(cfg.probe, eval=probe_eval(cfg)),
-                    progress=lambda m: say(m), original=original)
+                    progress=lambda m: say(m), original=original, survival=True)
     res["recovery"] = recovery(before, after, res["unlearned"])
-    say(f"{kind}: survival map")
-    surv = survival_map(lm.model, delta, kind, cfg.probe.group_size)
-    res["survival"] = {k: v for k, v in surv.items() if k != "by_tensor"}
+    res["survival"] = {k: v for k, v in res.pop("survival_map").items() if k != "by_tensor"}
     res["seconds"] = time.perf_counter() - t0
     return res
 

@@ -8,6 +8,12 @@ attend to the same keys and values); :func:`grin_ui.generation.generate_details`
 generation batch.
 
     logits = label_positions_logits(model, input_ids, attention_mask, keep)  # as model(..., logits_to_keep=keep)
+    lps = shared_prompt_logprobs(model, items, pad)   # answers scored after their prompt, each prompt run once
+
+:func:`shared_prompt_logprobs` goes one step further for answers that share their whole prompt (a question's
+paraphrased and perturbed answers for the truth ratio, a multiple-choice question's options): the prompts run once
+(:func:`prompt_pass`, itself sharing their common opening) and each answer runs after its prompt's cache. On the
+bundled model the truth ratios of the real-knowledge example (160 answers to 40 questions) took 4.2 s against 7.2 s.
 
 Used without gradients only (scoring, evaluation, the stopping check), when the model's forward takes a cache and
 ``logits_to_keep`` (transformers decoder models), the batch is right-padded with at least two rows and the shared

@@ -218,32 +218,47 @@ def quantized_copy(model: torch.nn.Module, kind: str, group_size: int = 128) -> 
     return q
 
 
-@torch.no_grad()
 def requantize_changed(q: torch.nn.Module, model: torch.nn.Module, delta: SparseDelta, kind: str,
                        group_size: int = 128) -> None:
     """Turn ``q``, the ``kind``-quantized copy of ``model``'s original weights (:func:`quantized_copy`), into the
     quantized copy of the unlearned model (``delta`` applied): only the :func:`quant_units` that hold a changed
     entry are quantized again, and the changed tensors the probe leaves unquantized are copied — the same weights
     as ``quantized_copy`` of the unlearned model (tests). ``model`` holds the original weights before and after.
-    Not for ``int8``, whose modules hold their own int8 state."""
+    Not for ``int8``, whose modules hold their own int8 state. One tensor at a time: :func:`iter_requantize`."""
+    for _ in iter_requantize(q, model, delta, kind, group_size):
+        pass
+
+
+def iter_requantize(q: torch.nn.Module, model: torch.nn.Module, delta: SparseDelta, kind: str,
+                    group_size: int = 128):
+    """:func:`requantize_changed` as a generator: after writing each quantized weight the delta changes, yields
+    (name, units, change) — the :func:`quant_units` rows quantized again and Q(new) − Q(old) over them (float64,
+    [len(units), unit]) — so that the survival map needs no quantizer of its own (grin_ui.survival). ``model``
+    holds the unlearned weights while the generator is suspended; exhaust or close it."""
     if kind == "int8":
         raise GrinError("LLM.int8 copies are rebuilt whole; requantize_changed handles the dequantized kinds.")
     qparams = dict(q.named_parameters())
     linears = {f"{name}.weight": mod for name, mod in quantizable_linears(model)}
-    with delta.applied(model):
+    with delta.applied(model):  # q is a copy without gradients; model is read detached
         params = dict(model.named_parameters())
         for name, e in delta.entries.items():
             p = params[name].detach()
             if name not in linears:
                 qparams[name].copy_(p)
                 continue
+            changed = e.changed_mask(p.shape, p.device)
+            if not bool(changed.any()):
+                continue
             mod = linears[name]
-            units = touched_units(_out_in(mod, e.changed_mask(p.shape, p.device)), kind)
+            units = touched_units(_out_in(mod, changed), kind)
             target = _out_in(mod, qparams[name])
             view = quant_units(target.contiguous(), kind)  # a view of target unless target is a transpose
-            view[units] = dequantize_units(_out_in(mod, p), kind, group_size, units).to(view.dtype)
+            before = view[units].double()
+            after = dequantize_units(_out_in(mod, p), kind, group_size, units).to(view.dtype)
+            view[units] = after
             if view.data_ptr() != target.data_ptr():
                 target.copy_(view.reshape(target.shape))
+            yield name, units, after.double() - before
 
 
 def release(model: torch.nn.Module) -> None:
@@ -288,37 +303,51 @@ def run_probe(
     cfg: ProbeConfig | None = None,
     progress: Callable[[str], None] | None = None,
     original: dict | None = None,
+    survival: bool = False,
 ) -> dict:
     """Quantize the original model (and, with ``delta``, the unlearned one) and evaluate each on ``sets``.
 
     ``model`` must hold the original weights. One quantized copy is alive at a time. Returns {"kind",
     "description", "original": evaluate_sets(...), "unlearned": ... (with delta), "seconds"}; utility metrics only
     when ``cfg.utility``. ``original``: the quantized original's evaluation when already known (a cache): then only
-    the unlearned model is quantized and evaluated."""
+    the unlearned model is quantized and evaluated. ``survival`` (with ``delta``): also "survival_map", the full
+    :func:`survival_map`. When both states are evaluated (and ``kind`` is not int8) one copy serves both: the
+    original's, then patched by :func:`iter_requantize`, whose quantized changes also give the survival map."""
     cfg = cfg or ProbeConfig()
     _check_kind(kind)
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     out: dict = {"kind": kind, "description": describe(kind, cfg.group_size)}
+
+    def evaluate(q, label):
+        say(f"{kind}: evaluating the quantized {label} model")
+        out[label] = evaluate_sets(q, tokenizer, sets, cfg.eval, utility=cfg.utility)
+
     if original is not None:
         out["original"] = original
-    if original is None and delta is not None and kind != "int8":  # one copy: the original's, then patched
+    if original is None and delta is not None and kind != "int8":
         say(f"{kind}: quantizing the original model")
         with quantized(model, kind, cfg.group_size) as q:
-            say(f"{kind}: evaluating the quantized original model")
-            out["original"] = evaluate_sets(q, tokenizer, sets, cfg.eval, utility=cfg.utility)
+            evaluate(q, "original")
             say(f"{kind}: quantizing the unlearned model (again only the blocks the unlearning changed)")
-            requantize_changed(q, model, delta, kind, cfg.group_size)
-            say(f"{kind}: evaluating the quantized unlearned model")
-            out["unlearned"] = evaluate_sets(q, tokenizer, sets, cfg.eval, utility=cfg.utility)
-        out["seconds"] = time.perf_counter() - t0
-        return out
-    states = ([("original", None)] if original is None else []) + ([("unlearned", delta)] if delta is not None else [])
-    for label, d in states:
-        say(f"{kind}: quantizing the {label} model")
-        with quantized(model, kind, cfg.group_size, d) as q:
-            say(f"{kind}: evaluating the quantized {label} model")
-            out[label] = evaluate_sets(q, tokenizer, sets, cfg.eval, utility=cfg.utility)
+            changes = iter_requantize(q, model, delta, kind, cfg.group_size)
+            try:
+                if survival:
+                    out["survival_map"] = survival_map(model, delta, kind, cfg.group_size, changes)
+                else:
+                    for _ in changes:
+                        pass
+            finally:
+                changes.close()  # model holds the original weights again
+            evaluate(q, "unlearned")
+    else:
+        for label, d in ([("original", None)] if original is None else []) + ([("unlearned", delta)] if delta else []):
+            say(f"{kind}: quantizing the {label} model")
+            with quantized(model, kind, cfg.group_size, d) as q:
+                evaluate(q, label)
+        if survival and delta is not None:
+            say(f"{kind}: survival map")
+            out["survival_map"] = survival_map(model, delta, kind, cfg.group_size)
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -337,10 +366,11 @@ def recovery(
     return {m: recovery_pct(o[m], u[m], q[m]) for m in RECOVERY_METRICS if m in o and m in u and m in q}
 
 
-def survival_map(model: torch.nn.Module, delta: SparseDelta, kind: str, group_size: int = 128) -> dict:
+def survival_map(model: torch.nn.Module, delta: SparseDelta, kind: str, group_size: int = 128,
+                 changes=None) -> dict:
     """Code-level survival of the unlearning changes under ``kind``: see :func:`grin_ui.survival.survival_map`
     (which changed weights change their quantization code at the original block scale, which move only because a
     block scale moved, the share of the update that survives, and the |Δw| / bin-width histogram)."""
     from grin_ui.survival import survival_map as _survival_map
 
-    return _survival_map(model, delta, kind, group_size)
+    return _survival_map(model, delta, kind, group_size, changes)

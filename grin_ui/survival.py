@@ -186,20 +186,25 @@ class LogHist:
 
 def tensor_survival(old: torch.Tensor, new: torch.Tensor, changed: torch.Tensor, kind: str, group_size: int = 128,
                     ratio_hist: LogHist | None = None, delta_hist: LogHist | None = None,
-                    width_hist: LogHist | None = None) -> dict:
+                    width_hist: LogHist | None = None, quantized_change: tuple | None = None) -> dict:
     """Survival counts for one [out, in] weight (see the module docstring). ``old``/``new``: the full tensor before
     and after; ``changed``: bool, same shape, the entries the delta changed. Histograms, when given, receive the
     |Δw| / bin width, |Δw| and bin width of the changed entries. Codes are computed at the changed entries only;
-    the real quantizer runs only on the blocks that hold a changed entry (Q of the others does not move).
+    the real quantizer runs only on the blocks that hold a changed entry (Q of the others does not move), or not at
+    all when ``quantized_change`` = (units, Q(new) − Q(old) over them) is given (grin_ui.quantize.iter_requantize).
 
     Returns {"changed", "survived", "scale_only", "beyond_range", "bystanders", "at_least_half" (changed entries with
     |Δw| / bin width ≥ 0.5), "num", "den", "dq2"} — num = ⟨ΔQ, Δθ⟩, den = ‖Δθ‖², dq2 = ‖ΔQ‖² (float64 sums over
     the tensor), ΔQ = Q(new) − Q(old) with each block at its own scale."""
     _check_kind(kind)
-    units = touched_units(changed, kind)
-    d_q = torch.zeros(quant_units(old, kind).shape, dtype=torch.float64, device=old.device)
-    d_q[units] = (dequantize_units(new, kind, group_size, units).double()
+    if quantized_change is None:
+        units = touched_units(changed, kind)
+        change = (dequantize_units(new, kind, group_size, units).double()
                   - dequantize_units(old, kind, group_size, units).double())
+    else:
+        units, change = quantized_change
+    d_q = torch.zeros(quant_units(old, kind).shape, dtype=torch.float64, device=old.device)
+    d_q[units] = change.to(d_q.device)
     d_q = d_q.reshape(old.shape)
     d_theta = new.double() - old.double()
     out = {"num": float((d_q * d_theta).sum()), "den": float((d_theta * d_theta).sum()),
@@ -239,8 +244,11 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 @torch.no_grad()
-def survival_map(model: torch.nn.Module, delta: SparseDelta, kind: str, group_size: int = 128) -> dict:
+def survival_map(model: torch.nn.Module, delta: SparseDelta, kind: str, group_size: int = 128,
+                 changes=None) -> dict:
     """Code-level survival of the unlearning changes under quantizer ``kind`` (definitions: module docstring).
+    ``changes``: the iterator of grin_ui.quantize.iter_requantize over the same delta, whose quantized changes are
+    then used (and the quantized copy patched on the way) instead of quantizing again; it is exhausted on return.
 
     ``model`` must hold the original weights (entries outside the delta are read from it); ``delta`` maps the
     original to the unlearned state. Only the delta's changed entries (new ≠ old) count; tensors are processed one
@@ -282,8 +290,14 @@ def survival_map(model: torch.nn.Module, delta: SparseDelta, kind: str, group_si
                 old.view(-1).index_copy_(0, idx, e.old.to(p.device, p.dtype))
                 new.view(-1).index_copy_(0, idx, e.new.to(p.device, p.dtype))
             mod = linears[name]
+            qc = None
+            if changes is not None:
+                got, units, change = next(changes)
+                if got != name:
+                    raise GrinError(f"The quantized changes are for '{got}', not '{name}'.")
+                qc = (units, change)
             s = tensor_survival(_out_in(mod, old), _out_in(mod, new), _out_in(mod, changed), kind, group_size,
-                                ratio_hist, delta_hist, width_hist)
+                                ratio_hist, delta_hist, width_hist, qc)
             del old, new, changed
         else:
             unquantized.append(name)
@@ -301,6 +315,8 @@ def survival_map(model: torch.nn.Module, delta: SparseDelta, kind: str, group_si
             cell = cells.setdefault(bm, dict.fromkeys(keys, 0))
             for k in keys:
                 cell[k] += s[k]
+    if changes is not None and next(changes, None) is not None:  # runs what follows the last quantized tensor
+        raise GrinError("The quantized changes cover tensors the delta does not change.")
     blocks = sorted({b for b, _ in cells})
     modules: list[str] = []
     for pname in params:  # model order: q, k, v, o, gate, up, down, ...

@@ -419,3 +419,20 @@ def test_run_probe_original_and_unlearned(tiny_lm, tiny_sets):
     assert "utility" not in out["original"]
     # zeroing a whole MLP projection hurts the answers, and 8-bit RTN of the damaged model does not undo that
     assert out["unlearned"]["forget"]["nll"] > out["original"]["forget"]["nll"] + 0.1
+
+
+def test_probe_survival_from_the_patched_copy_equals_the_survival_map(tiny_lm, tiny_sets):
+    """run_probe quantizes the original once, patches it into the unlearned copy and takes the survival map from
+    the patch's quantized changes: the same map and the same evaluation as quantizing each state afresh."""
+    model = tiny_lm.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    delta = _random_sparse_delta(model, seed=2)
+    cfg = ProbeConfig(eval=EvalConfig(max_new_tokens=8, truth_ratio=False))
+    sets = {"forget": tiny_sets["forget"]}
+    got = run_probe(model, tiny_lm.tokenizer, "nf4", sets, delta, cfg, survival=True)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert got["survival_map"] == survival_map(model, delta, "nf4")
+    assert got["survival_map"]["changed"] == delta.changed()
+    fresh = run_probe(model, tiny_lm.tokenizer, "nf4", sets, delta, cfg, original=got["original"])
+    strip = lambda ev: {k: v for k, v in ev.items() if k != "seconds"}  # noqa: E731
+    assert strip(fresh["unlearned"]) == strip(got["unlearned"])
