@@ -341,7 +341,8 @@ def run_probe(
                 changes.close()  # model holds the original weights again
             evaluate(q, "unlearned")
     else:
-        for label, d in ([("original", None)] if original is None else []) + ([("unlearned", delta)] if delta else []):
+        states = [("original", None)] if original is None else []
+        for label, d in states + ([("unlearned", delta)] if delta is not None else []):
             say(f"{kind}: quantizing the {label} model")
             with quantized(model, kind, cfg.group_size, d) as q:
                 evaluate(q, label)
