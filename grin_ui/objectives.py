@@ -179,12 +179,9 @@ def reference_topk(model, batches: list[dict], k: int = KL_TOP_K) -> list[TopK]:
     return out
 
 
-def kl_to_reference(model, batch: dict[str, torch.Tensor], ref: TopK) -> torch.Tensor:
-    """Mean over label positions of KL(π_ref ‖ π) on the top-K + rest buckets (module docstring). Scalar ≥ 0."""
-    return _kl_of_logits(label_logits(model, batch)[0], ref)
-
-
-def _kl_of_logits(logits: torch.Tensor, ref: TopK) -> torch.Tensor:
+def kl_to_reference(logits: torch.Tensor, ref: TopK) -> torch.Tensor:
+    """Mean over label positions of KL(π_ref ‖ π) on the top-K + rest buckets (module docstring), π from ``logits``
+    at those positions (:func:`label_logits`). Scalar ≥ 0."""
     logq = torch.log_softmax(logits.float(), -1)
     q_top = logq.gather(1, ref.ids)
     p_top = ref.logp.exp()
@@ -218,7 +215,7 @@ def retain_term(model, batch: StepBatch, cfg: UnlearnConfig) -> torch.Tensor | N
         return None
     logits, targets, rows = label_logits(model, batch.retain)
     if cfg.retain_loss == "kl":
-        r = _kl_of_logits(logits, batch.retain_ref)
+        r = kl_to_reference(logits, batch.retain_ref)
     else:
         r = F.cross_entropy(logits.float(), targets)
     if cfg.retain_refusal_weight and batch.refusal_starts is not None:

@@ -32,6 +32,8 @@ import inspect
 
 import torch
 
+from grin_ui.placement import input_device
+
 MIN_PREFIX = 8  # shorter shared openings are not worth a second forward call (read at each call: a benchmark sets
 # it out of reach to measure the plain passes)
 
@@ -134,8 +136,6 @@ def shared_prompt_logprobs(model, items, pad: int, max_rows: int = 32) -> list[t
     distinct prompt run once: the items that share a prompt (a question's paraphrased and perturbed answers) are
     one row of a prompt pass (:func:`prompt_pass`) whose cache is repeated for each of them, then one pass over the
     answers. Exact up to float rounding. At most ``max_rows`` answers per pass. See :func:`can_share_prompts`."""
-    from grin_ui.placement import input_device
-
     device = input_device(model)
     groups: dict[tuple, list[int]] = {}
     for i, it in enumerate(items):

@@ -330,15 +330,14 @@ def run_probe(
         with quantized(model, kind, cfg.group_size) as q:
             evaluate(q, "original")
             say(f"{kind}: quantizing the unlearned model (again only the blocks the unlearning changed)")
-            changes = iter_requantize(q, model, delta, kind, cfg.group_size)
-            try:
-                if survival:
+            if survival:
+                changes = iter_requantize(q, model, delta, kind, cfg.group_size)
+                try:
                     out["survival_map"] = survival_map(model, delta, kind, cfg.group_size, changes)
-                else:
-                    for _ in changes:
-                        pass
-            finally:
-                changes.close()  # model holds the original weights again
+                finally:
+                    changes.close()  # model holds the original weights again
+            else:
+                requantize_changed(q, model, delta, kind, cfg.group_size)
             evaluate(q, "unlearned")
     else:
         states = [("original", None)] if original is None else []
