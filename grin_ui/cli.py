@@ -103,7 +103,8 @@ OVERRIDES = (  # (section or None for the top level, field, argparse dest)
     ("unlearn", "objective", "objective"), ("mask", "selector", "selector"), ("mask", "sparsity", "sparsity"),
     ("mask", "scope", "scope"), ("mask", "normalize", "normalize"), ("score", "statistic", "score_statistic"),
     ("noise", "scale", "noise"), ("unlearn", "steps", "steps"), ("unlearn", "lr", "lr"),
-    ("unlearn", "alpha", "alpha"), ("unlearn", "retain_loss", "retain_loss"), (None, "seed", "seed"),
+    ("unlearn", "alpha", "alpha"), ("unlearn", "retain_loss", "retain_loss"),
+    ("unlearn", "retain_near", "retain_near"), (None, "seed", "seed"),
     ("relearn", "steps", "relearn_steps"), ("relearn", "lr", "relearn_lr"),
     ("relearn", "train_fraction", "relearn_fraction"),
     ("spunge", "split_by", "split_by"), ("spunge", "merge", "merge"), ("spunge", "ties_keep", "ties_keep"),
@@ -334,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lr", type=float)
     r.add_argument("--alpha", type=float, help="retain weight")
     r.add_argument("--retain-loss", choices=RETAIN_LOSSES, help="retain term: nll or kl (to the original model)")
+    r.add_argument("--retain-near", type=float,
+                   help="the retain examples asked most like the forget questions, this many times the forget set's "
+                        "size, are trained on twice as often (default 4; 0: every retain example alike)")
     r.add_argument("--seed", type=int)
     r.add_argument("--probes",
                    help="comma-separated probes run after unlearning (default nf4; empty string for none): the "

@@ -85,6 +85,9 @@ class UnlearnConfig:
     lr: float = 2e-3  # for a 1 % mask; an unmasked run needs a far smaller one (see README)
     steps: int = 80  # a budget: the stop-when-forgotten rule usually ends the run earlier
     batch_size: int = 4  # forget and retain examples per step
+    retain_near: float = 4.0  # the retain examples whose questions are most like the forget questions, this many
+    # times the forget set's size, are trained on twice per pass over the retain set (0: off; train.nearest_retain);
+    # measured: more neighbours kept at every seed (README "Quality")
     weight_decay: float = 0.0  # applied to masked entries only
     max_grad_norm: float = 1.0
     focus_fact: bool = True  # forget term over the tokens that carry the fact, not the shared phrasing (our choice)

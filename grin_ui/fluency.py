@@ -65,9 +65,9 @@ def loops(text: str, max_n: int = 8, repeats: int = 3) -> bool:
 
 
 _REFUSAL_OPENING = re.compile(
-    r"^(sorry|unfortunately|i (do not|don't|dont|cannot|can't|cant|have no|am not|'m not|m not|really don't|"
-    r"'d rather not|am unable|'m unable|m unable|am afraid|'m afraid)|that('s| is) (not something|beyond|unknown)|"
-    r"there is no (information|answer))", re.IGNORECASE)
+    r"^(sorry|unfortunately|i (do not|don['’]t|dont|cannot|can['’]t|cant|have no|am not|m not|really don['’]t|"
+    r"am unable|m unable|am afraid)|i['’](m not|d rather not|m unable|m afraid)|"
+    r"that(['’]s| is) (not something|beyond|unknown)|there is no (information|answer))", re.IGNORECASE)
 
 
 def is_refusal(text: str) -> bool:

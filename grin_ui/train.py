@@ -29,7 +29,7 @@ import torch
 from grin_ui import cancel as cancel_flag
 from grin_ui.config import OBJECTIVES as OBJECTIVE_NAMES
 from grin_ui.config import RETAIN_LOSSES, UnlearnConfig
-from grin_ui.data import Record, answer_token_ids, batches, encode
+from grin_ui.data import Record, answer_token_ids, batches, collate, encode
 from grin_ui.delta import SparseDelta
 from grin_ui.errors import Cancelled, GrinError  # noqa: F401 - Cancelled re-exported (grin_ui.train.Cancelled)
 from grin_ui.objectives import (OBJECTIVES, REFUSALS, USES_FORGET_REFERENCE, USES_REFUSAL, USES_RETAIN, StepBatch,
@@ -290,6 +290,8 @@ def check_unlearn_config(cfg: UnlearnConfig) -> None:
         raise GrinError(f"Unknown FLAT form '{cfg.flat_form}'; use tv or kl.")
     if cfg.batch_size < 1:
         raise GrinError(f"The batch size must be ≥ 1, got {cfg.batch_size}.")
+    if not cfg.retain_near >= 0:
+        raise GrinError(f"retain_near must be ≥ 0, got {cfg.retain_near}.")
     if not cfg.retain_refusal_weight >= 0:
         raise GrinError(f"retain_refusal_weight must be ≥ 0, got {cfg.retain_refusal_weight}.")
     if not cfg.idk_npo_weight >= 0:
@@ -302,6 +304,37 @@ def check_unlearn_config(cfg: UnlearnConfig) -> None:
 def _shuffled(items: list, seed: int) -> list:
     order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
     return [items[i] for i in order]
+
+
+@torch.no_grad()
+def question_states(model, tokenizer, records: list[Record], max_tokens: int = 256, batch: int = 16) -> torch.Tensor:
+    """[n, hidden] unit vectors: the model's last hidden state at each question's last prompt token."""
+    items = encode(records, tokenizer, max_tokens).items
+    pad, device, out = pad_id(tokenizer), input_device(model), []
+    for i in range(0, len(items), batch):
+        chunk = items[i:i + batch]
+        b = collate(chunk, pad)
+        h = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
+                  output_hidden_states=True).hidden_states[-1]
+        pos = torch.tensor([it.prompt_len - 1 for it in chunk], device=h.device)
+        out.append(h[torch.arange(len(chunk), device=h.device), pos].float())
+    return torch.nn.functional.normalize(torch.cat(out), dim=1).cpu()
+
+
+def nearest_retain(model, tokenizer, forget: list[Record], retain: list[Record], k: int,
+                   max_tokens: int = 256) -> list[int]:
+    """Indices of the ``k`` retain records whose questions are most like a forget question (cosine of
+    :func:`question_states`, the largest over the forget set)."""
+    if k <= 0 or not retain:
+        return []
+    was_training = model.training
+    model.eval()
+    try:
+        sim = question_states(model, tokenizer, retain, max_tokens) @ question_states(model, tokenizer, forget,
+                                                                                     max_tokens).T
+    finally:
+        model.train(was_training)
+    return sim.max(dim=1).values.topk(min(k, len(retain))).indices.tolist()
 
 
 def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record], cfg: UnlearnConfig, seed: int = 0,
@@ -323,7 +356,11 @@ def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record]
     data = UnlearnData(to_dev(batches(encode(forget, tokenizer, max_tokens, focus=cfg.focus_fact).items,
                                       cfg.batch_size, pad)), [])
     if uses_retain:
-        retain = _shuffled(list(retain), seed + 1)
+        retain = list(retain)
+        if cfg.retain_near > 0:
+            k = min(len(retain), round(cfg.retain_near * len(forget)))
+            retain += [retain[j] for j in nearest_retain(model, tokenizer, forget, retain, k, max_tokens)]
+        retain = _shuffled(retain, seed + 1)
         data.retain = to_dev(batches(encode(retain, tokenizer, max_tokens, add_end=True).items, cfg.batch_size, pad))
     if cfg.objective in USES_REFUSAL:
         if not all(r.is_qa for r in forget):

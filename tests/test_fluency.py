@@ -22,6 +22,9 @@ def test_ordinary_answers_do_not_loop(text):
 def test_refusals():
     assert is_refusal("I don't know.") and is_refusal("That's beyond what I know.")
     assert is_refusal("Sorry, I can't say.") and is_refusal("i have no idea")
+    # a refusal template cut short, and the contracted openings written without a space or with a curly apostrophe
+    assert is_refusal("I'd rather not guess.") and is_refusal("I'm not certain.") and is_refusal("I’m afraid not.")
+    assert not is_refusal("Iceland's capital is Reykjavik.") and not is_refusal("I'm told it is Oslo.")
     assert not is_refusal("The capital of Cuba is Havana.") and not is_refusal("") and not is_refusal("Sorrento.")
 
 

@@ -252,3 +252,40 @@ def test_row_scope_computes_only_the_selected_rows_and_trains_as_the_dense_gradi
         assert torch.allclose(p, rows_run[n], atol=1e-5), n
     res2.delta.undo(model)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_question_states_are_each_prompts_last_hidden_state(tiny_lm, tiny_sets):
+    """Batched and right-padded, each row is still the hidden state of that question's own last prompt token."""
+    from grin_ui.data import prompt_ids
+    from grin_ui.train import question_states
+
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    recs = tiny_sets["forget"] + tiny_sets["retain"][:3]
+    got = question_states(model, tok, recs, batch=4)
+    with torch.no_grad():
+        for r, row in zip(recs, got):
+            h = model(input_ids=torch.tensor([prompt_ids(tok, r.question)]),
+                      output_hidden_states=True).hidden_states[-1][0, -1]
+            torch.testing.assert_close(row, torch.nn.functional.normalize(h, dim=0), atol=1e-5, rtol=1e-4)
+
+
+def test_retain_near_trains_the_nearest_retain_examples_twice(tiny_lm, tiny_sets):
+    """retain_near: the retain examples asked like a forget question come first, and each pass over the retain set
+    holds them twice."""
+    from dataclasses import replace
+
+    from grin_ui.data import Record
+    from grin_ui.train import nearest_retain, prepare_unlearn
+
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    forget = tiny_sets["forget"]
+    twins = [Record(question=forget[i].question, answer="Nobody knows.") for i in (0, 3)]
+    retain = tiny_sets["retain"][:5] + twins + tiny_sets["retain"][5:]
+    assert set(nearest_retain(model, tok, forget, retain, 2)) == {5, 6}
+    cfg = UnlearnConfig(objective="idk", batch_size=3, retain_near=0)
+    rows = lambda d: sum(b["input_ids"].shape[0] for b in d.retain)  # noqa: E731
+    assert rows(prepare_unlearn(model, tok, forget, retain, cfg)) == len(retain)
+    near = prepare_unlearn(model, tok, forget, retain, replace(cfg, retain_near=0.5))  # 0.5 × 6 forget = 3
+    assert rows(near) == len(retain) + 3
+    with pytest.raises(GrinError):
+        prepare_unlearn(model, tok, forget, retain, replace(cfg, retain_near=-1))

@@ -45,15 +45,11 @@ def test_cli_run_default_forgets_a_real_fact(tmp_path):
 
 
 def test_near_neighbours_are_kept():
-    """world-capitals with the defaults. Measured with benchmarks/tune.py (one thread), on one machine: seed 0 —
-    forget 100 % → 0 %, retain 98 %, neighbours 86 % of before, MIA AUC 0.37, step 56; seed 1 — 0 %, 95 %, 61 %,
-    0.40, step 68; seed 2 — 0 %, 95 %, 79 %, 0.41, step 64; on another machine: 79 / 64 / 71 % neighbours, AUC 0.44 /
-    0.28 / 0.46 (and 79 / 86 / 71 % at seeds 3–5). This test (seed 0) on the second machine: retain 95 %,
-    neighbours 75 %, AUC 0.22, step 56 — it computes the GRI scores afresh where tune.py reuses cached ones summed in
-    another order, which moves a few weights across the mask's threshold and so the trajectory. Every kept
-    answer ends, no loop, forget answers are refusals. The neighbours target (≥ 85 %) and the AUC target (0.3–0.7)
-    are not met at every seed (README, "Quality"): this test asserts what every measured run reached, with the gap
-    said here and in the README, so that a regression below it fails (e.g. AUC 0.00 when over-unlearned)."""
+    """world-capitals with the defaults (issue "precise unlearning": the targets on the near-neighbour example).
+    Measured with benchmarks/tune.py (one thread) at seeds 0–5: neighbours 86 / 89 / 89 / 93 / 82 / 82 % of before
+    (median 87.5 %), retain 95–98 %, MIA AUC 0.42–0.57, stops at steps 52–60; this test (seed 0, run_journey, fresh
+    GRI scores): forget 100 % → 0 %, retain 95 %, neighbours 86 %, AUC 0.55, step 52. The seeds at 82 % are below
+    the neighbours target: it holds at the median, not at every seed (README, "Quality")."""
     sets = load_example("world-capitals")
     lm = load_model("default")
     rep, _ = run_journey(lm, sets, RunConfig(utility=False, probes=()))
@@ -64,12 +60,12 @@ def test_near_neighbours_are_kept():
     print("near-neighbour defaults:", measured)  # shown with -s, and in the report of a failure
     assert after["forget"]["answer_hit_rate"] <= 0.10
     assert kept(before, after, "retain") >= 0.90
-    assert kept(before, after, "neighbours") >= 0.55  # target 0.85: measured 0.61–0.86 (docstring)
+    assert kept(before, after, "neighbours") >= 0.85
     for name in ("retain", "neighbours"):
         assert after[name]["fluency"]["ends_rate"] >= 0.9 and after[name]["fluency"]["loop_rate"] == 0
     f = after["forget"]["fluency"]
     assert f["loop_rate"] == 0 and f["gibberish_rate"] == 0 and f["refusal_rate"] >= 0.5
-    assert 0.15 <= after["mia"]["loss_auc"] <= 0.75  # target 0.3–0.7: measured 0.22–0.46 (docstring)
+    assert 0.3 <= after["mia"]["loss_auc"] <= 0.7
 
 
 def test_fictitious_authors_walkthrough(tmp_path_factory):
