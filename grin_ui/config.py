@@ -164,6 +164,10 @@ class GentleConfig:
     steps: int = 20
 
 
+# (section, field, value that reproduces a run recorded before the field existed)
+ADDED_SETTINGS = (("unlearn", "retain_near", 0.0),)
+
+
 @dataclass
 class RunConfig:
     """The whole journey: score -> mask -> noise -> unlearn -> evaluate -> probes."""
@@ -186,9 +190,15 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        """The inverse of :meth:`to_dict` (e.g. a report's ``config`` block). Keys left out keep their defaults;
-        an unknown key or a value of the wrong type is a GrinError naming it."""
-        return RunConfig._fill(cls(), data, "config")
+        """The inverse of :meth:`to_dict` (e.g. a report's ``config`` block). Keys left out keep their defaults,
+        except a setting added with a default that changed the behaviour (:data:`ADDED_SETTINGS`): a section
+        recorded without it was run without it, so it gets the value that reproduces that run. An unknown key or a
+        value of the wrong type is a GrinError naming it."""
+        cfg = RunConfig._fill(cls(), data, "config")
+        for section, key, before in ADDED_SETTINGS:
+            if isinstance(data, dict) and isinstance(data.get(section), dict) and key not in data[section]:
+                setattr(getattr(cfg, section), key, before)
+        return cfg
 
     @staticmethod
     def _fill(obj, data, where: str):

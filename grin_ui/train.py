@@ -314,8 +314,8 @@ def question_states(model, tokenizer, records: list[Record], max_tokens: int = 2
     for i in range(0, len(items), batch):
         chunk = items[i:i + batch]
         b = collate(chunk, pad)
-        h = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
-                  output_hidden_states=True).hidden_states[-1]
+        h = model.base_model(input_ids=b["input_ids"].to(device),  # the backbone: no vocabulary projection
+                             attention_mask=b["attention_mask"].to(device)).last_hidden_state
         pos = torch.tensor([it.prompt_len - 1 for it in chunk], device=h.device)
         out.append(h[torch.arange(len(chunk), device=h.device), pos].float())
     return torch.nn.functional.normalize(torch.cat(out), dim=1).cpu()

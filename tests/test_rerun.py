@@ -21,6 +21,9 @@ def test_config_round_trips_through_json():
     assert back == cfg and back.probes == ("rtn4", "nf4")
     partial = RunConfig.from_dict({"seed": 2, "unlearn": {"steps": 9}})
     assert partial.seed == 2 and partial.unlearn.steps == 9 and partial.unlearn.lr == RunConfig().unlearn.lr
+    # a report recorded before retain_near existed ran without it: its re-run does too; a recorded value is kept
+    assert partial.unlearn.retain_near == 0 and RunConfig.from_dict({"seed": 2}).unlearn.retain_near == 4
+    assert back.unlearn.retain_near == 4
     with pytest.raises(GrinError, match=r"Unknown setting config\.unlearn\.speed"):
         RunConfig.from_dict({"unlearn": {"speed": 1}})
     with pytest.raises(GrinError, match=r"config\.mask\.sparsity should be like 0\.01, got 'lots'"):
