@@ -341,7 +341,9 @@ def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record]
                     max_tokens: int = 256) -> UnlearnData:
     """Encode and batch the data (order shuffled once with ``seed``), draw the refusal answers, and compute the π_ref
     quantities the objective needs with the model as it is now. Retain and refusal answers end with the end-of-turn
-    token (the model must keep ending its answers); forget answers do not (only their own tokens are pushed down)."""
+    token (the model must keep ending its answers); forget answers do not (only their own tokens are pushed down).
+    With ``cfg.retain_near`` > 0 the ``retain_near`` × |forget| retain examples nearest the forget questions
+    (:func:`nearest_retain`) are in the retain set twice, so that each pass trains on them twice as often."""
     check_unlearn_config(cfg)
     if not forget:
         raise GrinError("Unlearning needs a forget set: it is empty.")
