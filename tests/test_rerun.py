@@ -36,6 +36,9 @@ def test_flags_override_the_recorded_settings():
     args = build_parser().parse_args(["run", "--config", "r.json", "--out", "o", "--lr", "1e-4"])
     cfg = _config(args, recorded)
     assert (cfg.seed, cfg.unlearn.steps, cfg.unlearn.lr, cfg.probes) == (5, 30, 1e-4, ("rtn4",))
+    assert cfg.unlearn.retain_near == 4  # recorded
+    args = build_parser().parse_args(["run", "--config", "r.json", "--out", "o", "--retain-near", "0"])
+    assert _config(args, recorded).unlearn.retain_near == 0
     args = build_parser().parse_args(["run", "--config", "r.json", "--out", "o", "--probes", "", "--no-utility"])
     cfg = _config(args, recorded)
     assert cfg.probes == () and cfg.utility is False and cfg.seed == 5
