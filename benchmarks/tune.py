@@ -178,10 +178,13 @@ def run_example(example: str, settings: list[str], seeds: list[int], extra: list
         row = {"example": example, "setting": name, "seed": seed, "extra": extra,
                "steps_run": res.stats.get("steps_run"), "stopped_at": (res.stopping or {}).get("stopped_at"),
                "changed": res.delta.changed(), "unlearn_s": round(t_unlearn, 1),
-               "eval_s": round(time.perf_counter() - t0 - t_unlearn, 1), **summarize(after, before)}
+               "eval_s": round(time.perf_counter() - t0 - t_unlearn, 1), **summarize(after, before),
+               "checks": [{k: round(v, 3) if isinstance(v, float) else v for k, v in c.items()}
+                          for c in (res.stopping or {}).get("checks", [])]}
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(json.dumps({k: v for k, v in row.items() if "samples" not in k and "nll" not in k}), file=sys.stderr,
+        print(json.dumps({k: v for k, v in row.items() if "samples" not in k and "nll" not in k
+                           and k != "checks"}), file=sys.stderr,
               flush=True)
         print("   forget answers:", row["forget_samples"], row["forget_gibberish_nll"], file=sys.stderr, flush=True)
         print("   kept answers:", row["kept_samples"], file=sys.stderr, flush=True)

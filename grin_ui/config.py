@@ -69,7 +69,8 @@ class NoiseConfig:
 class UnlearnConfig:
     """The unlearning objective and the masked training loop (SPEC §3.4, §3.5)."""
 
-    objective: str = "idk"  # measured: precise and fluent on the built-in examples (README, benchmarks/tune.py)
+    objective: str = "idk_npo"  # with answer_level: IDK, then NPO only where the refusal leaves the answers likelier
+    # than facts never known; measured: precise and fluent on the built-in examples (README, benchmarks/tune.py)
     retain_loss: str = "nll"  # nll | kl (to the model before unlearning)
     alpha: float = 5.0  # retain weight
     npo_beta: float = 0.1
@@ -79,6 +80,11 @@ class UnlearnConfig:
     # worse worst run — not the default (README "Quality")
     npo_hinge: bool = True  # idk_npo: push only the examples whose fact is still likelier than the stop check's
     # reference level (facts never known), not beyond it (our choice; measured better than without, README "Quality")
+    answer_level: bool = True  # idk_npo: IDK until the stop check finds the forget set forgotten and kept; if its
+    # whole answers are still likelier than the reference answers, NPO then pushes each refused example likelier
+    # than their median until they are at that level (our choice; grin_ui.stopping)
+    level_auc: float = 0.6  # answer_level: "at the level" = a LOSS membership-inference attack on the stop check's
+    # sample tells forget from reference answers with AUC ≤ this (the target band is 0.3–0.7; our choice)
     simnpo_beta: float = 4.5
     simnpo_gamma: float = 0.0
     flat_form: str = "tv"  # tv | kl
@@ -164,8 +170,10 @@ class GentleConfig:
     steps: int = 20
 
 
-# (section, field, value that reproduces a run recorded before the field existed)
-ADDED_SETTINGS = (("unlearn", "retain_near", 0.0),)
+# (section, field, value that reproduces a run recorded before the field existed, and a field the recorded section
+# must name for it to apply, or None): answer_level came with a new default objective, so a section that leaves the
+# objective out gets both new defaults
+ADDED_SETTINGS = (("unlearn", "retain_near", 0.0, None), ("unlearn", "answer_level", False, "objective"))
 
 
 @dataclass
@@ -195,8 +203,9 @@ class RunConfig:
         recorded without it was run without it, so it gets the value that reproduces that run. An unknown key or a
         value of the wrong type is a GrinError naming it."""
         cfg = RunConfig._fill(cls(), data, "config")
-        for section, key, before in ADDED_SETTINGS:
-            if isinstance(data, dict) and isinstance(data.get(section), dict) and key not in data[section]:
+        for section, key, before, needs in ADDED_SETTINGS:
+            rec = data.get(section) if isinstance(data, dict) else None
+            if isinstance(rec, dict) and key not in rec and (needs is None or needs in rec):
                 setattr(getattr(cfg, section), key, before)
         return cfg
 

@@ -149,8 +149,17 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "stopping.stopped_at": "Step the run stopped at (— : it used the whole budget).",
     "check.forget_nll": "Mean per-token answer NLL on the forget set at this check.",
     "check.reference_nll": "The same on the reference (holdout) set.",
-    "check.level_reached": "forget NLL ≥ reference NLL − margin.",
-    "check.hit_rate": "Greedy forget hit rate (measured only once the level is reached).",
+    "check.level_reached": "forget NLL ≥ reference NLL − margin (answer level: answer AUC ≤ level_auc).",
+    "check.hit_rate": "Greedy forget hit rate (measured only once the level is reached, or at every check for "
+                      "refusal objectives).",
+    "check.answer_nll": "Answer level: mean per-token NLL of the forget answers over every token.",
+    "check.reference_answer_nll": "Answer level: the same on the reference answers.",
+    "check.answer_auc": "Answer level: AUC of a LOSS membership-inference attack telling the forget answers from the "
+                        "reference answers at this check (0.5: indistinguishable).",
+    "check.pushed": "Answer level: forget examples the NPO term pushes until the next check (refused, and likelier "
+                    "than the reference answers' median).",
+    "check.retain_nll": "And kept: mean per-token NLL of the sampled retain answers.",
+    "check.retain_hits": "And kept: sampled retain answers still given greedily.",
     "check.stop": "Whether the run stopped here.",
     # ---- relearning: grin_ui.relearn
     "relearn.recovery": "100 · (M(relearned) − M(unlearned)) / (M(original) − M(unlearned)) on the forget "

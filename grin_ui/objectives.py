@@ -64,13 +64,14 @@ class TopK:
 class StepBatch:
     """What one training step sees. Tensors are [batch, length] (input_ids, attention_mask, labels)."""
 
-    forget: dict[str, torch.Tensor]
+    forget: dict[str, torch.Tensor] | None  # None: a step without a forget term on the answers (answer_level)
     retain: dict[str, torch.Tensor] | None = None
     alt: dict[str, torch.Tensor] | None = None  # the forget questions with a refusal answer (idk, flat)
     forget_ref: torch.Tensor | None = None  # float32 [batch]: log π_ref(y|x) of the forget answers (npo)
     retain_ref: TopK | None = None  # (kl retain term)
     level: float | None = None  # the reference per-token NLL of the latest stop check (idk_npo with npo_hinge)
     refusal_starts: torch.Tensor | None = None  # int64 [k]: the refusals' first tokens (retain_refusal_weight)
+    npo_weight: torch.Tensor | None = None  # float32 [batch]: 1 for the examples the NPO term pushes (answer_level)
 
 
 # ---------------------------------------------------------------------------------------------- log-probs
@@ -256,6 +257,8 @@ def _npo_term(model, batch: StepBatch, cfg: UnlearnConfig, hinge: bool = False) 
     per = -(2.0 / beta) * F.logsigmoid(-beta * (logp - batch.forget_ref.to(logp.device)))
     if hinge and batch.level is not None:
         per = per * (-logp.detach() / n.clamp_min(1) < batch.level)
+    if batch.npo_weight is not None:
+        per = per * batch.npo_weight.to(per.device)
     return per.mean()
 
 
@@ -279,8 +282,13 @@ def idk_npo(model, batch: StepBatch, cfg: UnlearnConfig):
     cfg.idk_npo_weight. The refusal gives the forget questions a fluent answer; the NPO term (over the tokens that
     carry the fact, like NPO) lowers the fact's own likelihood, which a refusal alone leaves far above that of facts
     never known (membership inference still tells them apart). With ``cfg.npo_hinge`` the NPO term skips the
-    examples whose fact NLL per token has reached ``batch.level`` (the stop check's reference: facts never known)."""
-    f = nll(model, batch.alt) + cfg.idk_npo_weight * _npo_term(model, batch, cfg, hinge=cfg.npo_hinge)
+    examples whose fact NLL per token has reached ``batch.level`` (the stop check's reference: facts never known);
+    with ``cfg.answer_level`` it pushes only the examples of ``batch.npo_weight`` (grin_ui.stopping: refused, and
+    whose whole answer is still likelier than facts never known); a batch without ``forget`` is the refusal term
+    alone."""
+    f = nll(model, batch.alt)
+    if batch.forget is not None:
+        f = f + cfg.idk_npo_weight * _npo_term(model, batch, cfg, hinge=cfg.npo_hinge)
     return _with_retain(f, model, batch, cfg)
 
 

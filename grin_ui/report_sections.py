@@ -127,6 +127,11 @@ def unlearning_section(rep: dict) -> str:
         cs = [c.get("step") for c in checks]
         series = [G.Series("forget NLL", cs, [c.get("forget_nll") for c in checks], "#d62728", markers=True),
                   G.Series("reference NLL", cs, [c.get("reference_nll") for c in checks], "#7f7f7f", True, True)]
+        if all(isinstance(c.get("answer_nll"), (int, float)) for c in checks):  # answer_level: the whole answers
+            series += [G.Series("forget NLL, whole answer", cs, [c["answer_nll"] for c in checks], "#ff7f0e",
+                                markers=True),
+                       G.Series("reference NLL, whole answer", cs, [c.get("reference_answer_nll") for c in checks],
+                                "#bcbd22", True, True)]
         vl = [G.VLine(stopped, f"stopped at step {stopped}")] if isinstance(stopped, (int, float)) else []
         figs.append(figure(G.lines(series, "Stop-when-forgotten checks: forget vs reference NLL", "step",
                                    "NLL per answer token", vl),
@@ -142,7 +147,11 @@ def unlearning_section(rep: dict) -> str:
         body += "<p>No stopping rule: the run used its whole step budget.</p>"
     if checks:
         keys = list(dict.fromkeys(k for c in checks for k in c))
-        body += "<h3>Checks</h3>" + chunked_table(keys, [[c.get(k) for k in keys] for c in checks])
+        kept = [k for k in keys if k.startswith("retain")]  # "and kept": a table of their own (width)
+        body += "<h3>Checks</h3>"
+        for part in ([k for k in keys if k not in kept], ["step", *kept] if kept else []):
+            if part:
+                body += chunked_table(part, [[c.get(k) for k in part] for c in checks])
         body += "<ul class='defs'>" + "".join(f"<li><code>{esc(k)}</code>: {esc(define(k, 'check'))}</li>"
                                               for k in keys if define(k, "check")) + "</ul>"
     if hist:

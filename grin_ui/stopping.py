@@ -4,7 +4,7 @@ steps ends the run once the forget answers are gone — at the level of facts th
     check = ForgetCheck.build(tokenizer, forget, holdout, cfg, retain=retain)   # before training
     check.calibrate(model)        # the retain answers' NLL before any change (before noise)
     m = check(model, step)        # {"step", "forget_nll", "reference_nll", "level_reached", ["hit_rate"],
-                                  #  ["retain_nll"], "stop"}
+                                  #  ["retain_nll"], ["answer_nll", "answer_auc", "pushed"], "stop"}
 
 The check measures, with the model as it is at that step, the mean over forget examples of the per-token answer NLL
 (teacher-forced, one forward pass; with ``focus_fact`` only the tokens that carry the fact, e.g. the capital's name
@@ -30,6 +30,16 @@ so the rule only made runs five times longer; README, "Quality".) IDK+NPO (``idk
 fact's likelihood down, is checked like NPO: the level first, then the greedy answers; the training steps after a
 check receive its reference level (``StepBatch.level``), so that its NPO term (``npo_hinge``) stops pushing an
 example once the example's fact is at that level.
+
+**Answer level** (``answer_level``, IDK+NPO only): a refusal can outrank a fact while the fact stays far likelier
+than one never known (taught facts: membership inference then still finds them). With it the check also scores the
+forget and reference answers over *every* token — what a LOSS membership-inference attack scores — and the level
+counts as reached when that attack tells the two samples apart with AUC ≤ ``level_auc``. The run is IDK until a
+check finds the forget set forgotten (and kept) with the level not reached; from then on the NPO term pushes each
+example that is refused (its greedy answer no longer gives the fact) and likelier than the reference answers'
+median (:attr:`ForgetCheck.pushed`), and the run stops only once the level is reached, greedy answers gone and
+kept. Where the refusal alone brings the answers to the level, the run is IDK's step for step — and so it is
+without a stop check (``stop_when_forgotten`` off) or without a reference (no holdout, no wrong answers).
 
 **And kept** (``stop_keep_margin`` ≥ 0, with a retain set): the first steps of unlearning hurt facts of the same kind
 too (the forget gradient at the answer positions is shared by every question of the kind); the retain term then
@@ -102,6 +112,12 @@ class ForgetCheck:
     keep_margin: float = -1.0  # < 0: no "kept" condition
     retain_base: float | None = None  # retain answers' NLL before unlearning (calibrate)
     retain_hits_base: int | None = None  # retain answers given greedily before unlearning (calibrate)
+    answer_items: list = field(default_factory=list)  # answer_level: the forget answers, every token scored
+    reference_answer_items: list = field(default_factory=list)  # answer_level: the reference answers, likewise
+    pushed: dict | None = None  # answer_level: question -> pushed by the NPO term, from the latest check
+    npo_phase: bool = False  # answer_level: a check found the forget set forgotten and kept but too likely
+    level_auc: float = 0.6  # answer_level: the level is reached at a membership-inference AUC at most this
+    reference_median: float | None = None  # answer_level: the reference answers' median NLL at the latest check
     checks: list[dict] = field(default_factory=list)
 
     @classmethod
@@ -111,23 +127,33 @@ class ForgetCheck:
         focus = cfg.focus_fact
         items = encode(forget, tokenizer, max_tokens, focus=focus).items
         if holdout:
-            ref, ref_items = "holdout", encode(_sample(list(holdout)), tokenizer, max_tokens, focus=focus).items
+            ref, ref_records = "holdout", _sample(list(holdout))
         else:
             wrong = [Record(question=r.question, answer=a, perturbed_answers=[r.answer, *r.perturbed_answers])
                      for r in forget if r.is_qa for a in r.perturbed_answers]
-            ref, ref_items = (("perturbed", encode(_sample(wrong), tokenizer, max_tokens, focus=focus).items)
-                              if wrong else ("none", []))
+            ref, ref_records = ("perturbed", _sample(wrong)) if wrong else ("none", [])
+        ref_items = encode(ref_records, tokenizer, max_tokens, focus=focus).items
         from grin_ui.objectives import USES_FORGET_REFERENCE, USES_REFUSAL
 
         keep = cfg.stop_keep_margin if retain else -1.0
         kept = [r for r in _sample(list(retain)) if r.is_qa] if retain and keep >= 0 else []
         r_items = encode(kept, tokenizer, max_tokens).items if kept else []
-        return cls(tokenizer, forget, items, ref, ref_items, cfg.stop_margin, cfg.stop_hit_rate,
-                   cfg.stop_check_tokens, cfg.objective in USES_REFUSAL - USES_FORGET_REFERENCE, r_items, kept, keep)
+        level = cfg.answer_level and cfg.objective == "idk_npo" and ref != "none"
+        check = cls(tokenizer, forget, items, ref, ref_items, cfg.stop_margin, cfg.stop_hit_rate,
+                    cfg.stop_check_tokens, cfg.objective in USES_REFUSAL - USES_FORGET_REFERENCE or level,
+                    r_items, kept, keep)
+        if level:
+            check.level_auc = cfg.level_auc
+            check.answer_items = encode(forget, tokenizer, max_tokens).items
+            check.reference_answer_items = encode(ref_records, tokenizer, max_tokens).items
+        return check
 
     def _hits(self, model, records: list[Record], items) -> int:
+        return sum(self._answered(model, records, items))
+
+    def _answered(self, model, records: list[Record], items) -> list[bool]:
         gens = generate_ids(model, self.tokenizer, [it.input_ids[: it.prompt_len] for it in items], self.tokens, 16)
-        return sum(answer_hit(g, r.answer, r.keywords) for g, r in zip(gens, records))
+        return [answer_hit(g, r.answer, r.keywords) for g, r in zip(gens, records)]
 
     @torch.no_grad()
     def calibrate(self, model) -> None:
@@ -153,9 +179,12 @@ class ForgetCheck:
             m = {"step": step, "forget_nll": f_nll, "reference_nll": r_nll, "level_reached": reached}
             stop = False
             if (reached or self.greedy_always) and all(r.is_qa for r in self.forget):
-                rate = self._hits(model, self.forget, self.forget_items) / len(self.forget_items)
+                answered = self._answered(model, self.forget, self.forget_items)
+                rate = sum(answered) / len(self.forget_items)
                 m["hit_rate"] = rate
                 stop = rate <= self.hit_rate
+                if self.answer_items:  # the level of the whole answers (what membership inference scores)
+                    own = self._answer_level(model, m)
             elif reached:
                 stop = r_nll is not None
             if stop and self.retain_items and self.retain_base is not None and self.keep_margin >= 0:
@@ -166,15 +195,43 @@ class ForgetCheck:
                     m["retain_hits"] = self._hits(model, self.retain, self.retain_items)
                     m["retain_hits_start"] = self.retain_hits_base
                     stop = m["retain_hits"] >= self.retain_hits_base - 1
+            if self.answer_items and "answer_nll" in m:  # forgotten and kept, but still too likely: NPO from now on
+                self.npo_phase = self.npo_phase or (stop and not m["level_reached"])
+                if self.npo_phase:
+                    level = self.reference_median
+                    self.pushed = {r.question: bool(not a and n < level)
+                                   for r, a, n in zip(self.forget, answered, own)}
+                    m["pushed"] = sum(self.pushed.values())
+                stop = stop and m["level_reached"]
             m["stop"] = stop
         finally:
             model.train(was_training)
         self.checks.append(m)
         return m
 
+    def _answer_level(self, model, m: dict) -> list[float]:
+        """answer_level: the forget and reference answers' NLL per token over every token; into ``m`` their means,
+        the LOSS membership-inference AUC between them and whether it is at most ``level_auc`` (the level is
+        reached). Returns the forget examples' own NLLs."""
+        from grin_ui.evaluate import score_items
+        from grin_ui.metrics import auc
+
+        stats = score_items(model, self.answer_items + self.reference_answer_items, pad_id(self.tokenizer), 32)
+        own = [s.nll for s in stats[: len(self.answer_items)]]
+        ref = [s.nll for s in stats[len(self.answer_items):] if s.n > 0]
+        self.reference_median = float(torch.tensor(ref).median())
+        m["answer_nll"], m["reference_answer_nll"] = sum(own) / len(own), sum(ref) / len(ref)
+        m["answer_auc"] = auc([-x for x in own], [-x for x in ref])
+        m["level_reached"] = m["answer_auc"] <= self.level_auc
+        return own
+
     def summary(self, stopped_at: int | None, budget: int, every: int) -> dict:
         """What the report records: the rule, the reference, every check and where the run stopped."""
         rule = "greedy answers gone" if self.greedy_always else "reference level reached, greedy answers gone"
+        if self.answer_items:
+            rule = ("greedy answers gone, then whole answers at the reference level: from the first check that finds "
+                    "them gone (and kept) but too likely, NPO pushes each refused example still likelier than the "
+                    "reference answers")
         if self.retain_base is not None and self.keep_margin >= 0:
             rule += (f", retain NLL within {self.keep_margin:g} nats of the start and at most one more retain answer "
                      "lost")

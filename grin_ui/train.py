@@ -258,6 +258,7 @@ class UnlearnData:
     refusal_starts: torch.Tensor | None = None  # int64 [k]: first tokens of the refusals (retain_refusal_weight)
     forget_ref: list[torch.Tensor] = field(default_factory=list)  # npo
     retain_ref: list = field(default_factory=list)  # kl retain term
+    forget_questions: list[list[str]] = field(default_factory=list)  # per forget batch, its questions (answer_level)
 
     def step_batch(self, step: int) -> StepBatch:
         i = step % len(self.forget)
@@ -357,6 +358,8 @@ def prepare_unlearn(model, tokenizer, forget: list[Record], retain: list[Record]
     to_dev = lambda bs: [{k: v.to(device) for k, v in b.items()} for b in bs]  # noqa: E731
     data = UnlearnData(to_dev(batches(encode(forget, tokenizer, max_tokens, focus=cfg.focus_fact).items,
                                       cfg.batch_size, pad)), [])
+    data.forget_questions = [[r.question for r in forget[i:i + cfg.batch_size]]
+                             for i in range(0, len(forget), cfg.batch_size)]
     if uses_retain:
         retain = list(retain)
         if cfg.retain_near > 0:
@@ -410,6 +413,12 @@ def unlearn(model, tokenizer, forget: list[Record], retain: list[Record], mask, 
         b = data.step_batch(step)
         if check is not None and check.checks:  # the reference level the latest check measured (npo_hinge)
             b.level = check.checks[-1].get("reference_nll")
+        if cfg.answer_level and cfg.objective == "idk_npo":  # NPO only where a stop check asks for it (stopping)
+            pushed = (check.pushed if check is not None else None) or {}
+            b.npo_weight = torch.tensor([float(pushed.get(q, False))
+                                         for q in data.forget_questions[step % len(data.forget)]])
+            if not b.npo_weight.any():  # no NPO term: the forget answers stay out of the step's forward pass
+                b.forget = b.forget_ref = None
         return fn(model, joint_step_batch(model, b, cfg), cfg)
 
     stopped_at: list[int] = []

@@ -24,6 +24,10 @@ def test_config_round_trips_through_json():
     # a report recorded before retain_near existed ran without it: its re-run does too; a recorded value is kept
     assert partial.unlearn.retain_near == 0 and RunConfig.from_dict({"seed": 2}).unlearn.retain_near == 4
     assert back.unlearn.retain_near == 4
+    # before answer_level, a recorded run (its section names the objective) ran without it
+    old = RunConfig.from_dict({"unlearn": {"objective": "idk_npo", "lr": 1e-3}}).unlearn
+    assert (old.objective, old.answer_level) == ("idk_npo", False)
+    assert partial.unlearn.objective == "idk_npo" and partial.unlearn.answer_level is True
     with pytest.raises(GrinError, match=r"Unknown setting config\.unlearn\.speed"):
         RunConfig.from_dict({"unlearn": {"speed": 1}})
     with pytest.raises(GrinError, match=r"config\.mask\.sparsity should be like 0\.01, got 'lots'"):

@@ -2,13 +2,14 @@
 
 from dataclasses import replace
 
+import pytest
 import torch
 
 
 from grin_ui.config import RunConfig, UnlearnConfig
-from grin_ui.data import encode, end_of_answer_ids, prompt_ids
+from grin_ui.data import Record, encode, end_of_answer_ids, prompt_ids
 from grin_ui.evaluate import score_items
-from grin_ui.generation import generate_details
+from grin_ui.generation import generate_details, generate_ids
 from grin_ui.pipeline import unlearn_pipeline
 from grin_ui.tokens import pad_id
 from grin_ui.train import prepare_unlearn
@@ -112,7 +113,7 @@ def test_refusal_objectives_are_confirmed_greedily_at_every_check(tiny_lm, tiny_
 
     def rule(objective):
         check = ForgetCheck.build(tiny_lm.tokenizer, tiny_sets["forget"], tiny_sets["holdout"],
-                                  UnlearnConfig(objective=objective))
+                                  UnlearnConfig(objective=objective, answer_level=False))
         return check.greedy_always, check.summary(None, 80, 4)["rule"]
 
     # a refusal can replace the answer while the fact stays likely: IDK and FLAT are decided by the greedy answers;
@@ -133,10 +134,99 @@ def test_each_step_sees_the_level_of_the_latest_check(tiny_lm, tiny_sets, monkey
         return real(model, batch, cfg)
 
     monkeypatch.setitem(objectives.OBJECTIVES, "idk_npo", recording)
-    cfg = _cfg(objective="idk_npo", npo_hinge=True, stop_when_forgotten=True, steps=6, stop_check_every=2)
+    cfg = _cfg(objective="idk_npo", answer_level=False, npo_hinge=True, stop_when_forgotten=True, steps=6,
+               stop_check_every=2)
     res = unlearn_pipeline(tiny_lm, tiny_sets["forget"], tiny_sets["retain"], cfg, holdout=tiny_sets["holdout"])
     res.delta.undo(tiny_lm.model)
     levels = [c["reference_nll"] for c in res.stopping["checks"]]
     assert len(seen) == res.stats["steps_run"] == 6 and levels[0] > 0
     # steps 1–2 run before any check; steps 3–4 use the check after step 2, steps 5–6 the one after step 4
     assert seen == [None, None, levels[0], levels[0], levels[1], levels[1]]
+
+
+
+
+def test_answer_level_pushes_the_refused_examples_still_too_likely(tiny_lm, tiny_sets):
+    from grin_ui.stopping import ForgetCheck
+
+    # as "forget": 3 of the tiny model's questions paired with a wrong answer (not given: "forgotten", yet far
+    # likelier than the never-learnt holdout answers) and 3 facts it gives (still answered)
+    wrong = [Record(question=r.question, answer=r.perturbed_answers[0], keywords=[r.perturbed_answers[0]])
+             for r in tiny_sets["forget"][3:]]
+    known = tiny_sets["forget"][:3]
+    cfg = UnlearnConfig(objective="idk_npo", answer_level=True)
+    check = ForgetCheck.build(tiny_lm.tokenizer, wrong, tiny_sets["holdout"], cfg)
+    assert check.greedy_always and len(check.answer_items) == 3 and len(check.reference_answer_items) == 6
+    m = check(tiny_lm.model, 0)
+    # forgotten (no retain set: nothing to keep) but likelier than the level: the NPO phase starts, nothing stops
+    assert m["hit_rate"] == 0 and not m["level_reached"] and m["answer_nll"] < m["reference_answer_nll"]
+    assert m["answer_auc"] == 1.0  # every wrong answer likelier than every never-learnt one
+    assert check.npo_phase and m["pushed"] == 3 and not m["stop"]
+    # in the NPO phase, an example still answered is left to the refusal
+    check = ForgetCheck.build(tiny_lm.tokenizer, wrong + known, tiny_sets["holdout"], cfg)
+    m = check(tiny_lm.model, 0)
+    assert m["hit_rate"] == 0.5 and not check.npo_phase and "pushed" not in m and check.pushed is None
+    check.npo_phase = True
+    m = check(tiny_lm.model, 1)
+    assert m["pushed"] == 3 and check.pushed == {r.question: i < 3 for i, r in enumerate(wrong + known)}
+    # off (the default), or another objective: no answer level
+    for cfg in (UnlearnConfig(objective="idk_npo", answer_level=False), UnlearnConfig(objective="idk")):
+        other = ForgetCheck.build(tiny_lm.tokenizer, wrong, tiny_sets["holdout"], cfg)
+        assert not other.answer_items and "answer_nll" not in other(tiny_lm.model, 0)
+
+
+def test_answer_level_is_idk_until_forgotten_then_pushes_to_the_level(tiny_lm, tiny_sets, monkeypatch):
+    from grin_ui import objectives
+
+    seen = []
+    real = objectives.OBJECTIVES["idk_npo"]
+
+    def recording(model, batch, cfg):
+        seen.append(batch.npo_weight.tolist() if batch.forget is not None else None)
+        return real(model, batch, cfg)
+
+    monkeypatch.setitem(objectives.OBJECTIVES, "idk_npo", recording)
+    forget, retain, holdout = tiny_sets["forget"], tiny_sets["retain"], tiny_sets["holdout"]
+    common = dict(stop_when_forgotten=True, stop_check_every=2, stop_keep_margin=-1.0, steps=24)
+    ref = unlearn_pipeline(tiny_lm, forget, retain, _cfg(objective="idk", **common), holdout=holdout)
+    ref.delta.undo(tiny_lm.model)
+    s = ref.stopping["stopped_at"]
+    assert s is not None and 2 < s < 24  # IDK: the greedy answers are gone at step s
+    res = unlearn_pipeline(tiny_lm, forget, retain, _cfg(objective="idk_npo", answer_level=True, **common),
+                           holdout=holdout)
+    checks = res.stopping["checks"]
+    # until step s the run is IDK's, step for step (no NPO term, the forget answers outside the forward pass)
+    assert [h["loss"] for h in res.history[:s]] == [h["loss"] for h in ref.history[:s]]
+    assert seen[:s] == [None] * s
+    # at step s the forget answers are gone but still far likelier than the never-learnt holdout answers: the
+    # NPO phase starts, the run goes on, and the refused examples are pushed
+    at = checks[s // 2 - 1]
+    assert at["hit_rate"] == 0 and not at["level_reached"] and at["pushed"] > 0 and not at["stop"]
+    assert res.stats["steps_run"] > s and any(w is not None and sum(w) > 0 for w in seen[s:])
+    assert checks[-1]["answer_nll"] > at["answer_nll"]  # pushed towards the level
+
+
+def test_answer_level_without_a_check_is_idk(tiny_lm, tiny_sets, monkeypatch):
+    from grin_ui import objectives
+
+    seen = []
+    real = objectives.OBJECTIVES["idk_npo"]
+
+    def recording(model, batch, cfg):
+        seen.append(batch.forget)
+        return real(model, batch, cfg)
+
+    monkeypatch.setitem(objectives.OBJECTIVES, "idk_npo", recording)
+    # no stop check (rule off) or no reference: nothing says the answers are too likely, so NPO never pushes
+    forget, retain = tiny_sets["forget"], tiny_sets["retain"]
+    runs = []
+    for objective in ("idk", "idk_npo"):
+        res = unlearn_pipeline(tiny_lm, forget, retain, _cfg(objective=objective, stop_when_forgotten=False, steps=6))
+        res.delta.undo(tiny_lm.model)
+        runs.append([h["loss"] for h in res.history])
+    assert runs[0] == runs[1] and len(runs[0]) == 6 and seen == [None] * 6
+    plain = [Record(question=r.question, answer=r.answer) for r in forget]  # no wrong answers, no holdout
+    res = unlearn_pipeline(tiny_lm, plain, retain, _cfg(objective="idk_npo", stop_when_forgotten=True, steps=8))
+    res.delta.undo(tiny_lm.model)
+    assert res.stopping["reference"] == "none" and len(seen) == 6 + res.stats["steps_run"]
+    assert seen == [None] * len(seen)

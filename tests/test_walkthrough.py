@@ -47,12 +47,10 @@ def test_cli_run_default_forgets_a_real_fact(tmp_path):
 
 def test_near_neighbours_are_kept():
     """world-capitals with the defaults, seeds 0–2 (the issue's targets are medians over three seeds). The outcome is
-    a chaotic function of the run — seed, and even the number of torch threads (another summation order) — so the
-    medians are asserted. Measured with benchmarks/tune.py: one thread, seeds 0–5 — neighbours 86 / 89 / 89 / 93 /
-    82 / 82 % of before (median 88 %, target 85 % met), AUC 0.42–0.57; two threads (this suite's default here),
-    seeds 0–2 — neighbours 79 / 82 / 86 % (median 82 %: **the target is missed**; seeds 3–5: 86 % each), AUC 0.56 /
-    0.42 / 0.34, retain 98–100 %. So this test asserts the neighbours' median at 80 %, the figure reached, with the
-    gap said here and in the README ("Quality"); every other target at every seed."""
+    a chaotic function of the run (seed, mask, summation order), so the medians are asserted. Measured with this
+    test's path (run_journey, the machine's two threads): neighbours 86 / 82 / 86 % of before (median 86 %, target
+    85 %), AUC 0.60 / 0.52 / 0.37, retain 98 / 98 / 100 %, stopped at steps 52 / 56 / 60 — the same figures as
+    benchmarks/tune.py with one thread (README, "Quality"). Every other target at every seed."""
     sets = load_example("world-capitals")
     lm = load_model("default")
     runs = []
@@ -69,7 +67,7 @@ def test_near_neighbours_are_kept():
             assert after[name]["fluency"]["ends_rate"] >= 0.9 and after[name]["fluency"]["loop_rate"] == 0
         f = after["forget"]["fluency"]
         assert f["loop_rate"] == 0 and f["gibberish_rate"] == 0 and f["refusal_rate"] >= 0.5
-    assert statistics.median(r["neighbours"] for r in runs) >= 0.80  # target 0.85: see the docstring
+    assert statistics.median(r["neighbours"] for r in runs) >= 0.85
     assert 0.3 <= statistics.median(r["auc"] for r in runs) <= 0.7
 
 
@@ -85,3 +83,9 @@ def test_fictitious_authors_walkthrough(tmp_path_factory):
     assert after["forget"]["answer_hit_rate"] <= 0.20
     assert kept(before, after, "retain") >= 0.85
     assert before["holdout"]["answer_hit_rate"] <= 0.1  # never taught
+    # the refusal alone leaves the taught answers far likelier than never-taught ones (membership-inference AUC 1.00
+    # with IDK); the default then pushes them with NPO to that level (measured with benchmarks/tune.py, one thread,
+    # seeds 0–2: AUC 0.56 / 0.54 / 0.47; see the README's "Quality")
+    checks = rep["stopping"]["checks"]
+    print("fictitious-authors defaults:", after["mia"]["loss_auc"], [c.get("pushed") for c in checks])
+    assert any(c.get("pushed") for c in checks) and 0.3 <= after["mia"]["loss_auc"] <= 0.7

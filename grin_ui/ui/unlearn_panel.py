@@ -27,7 +27,8 @@ several seeds (the random draw, the noise and the batch order change), and shows
 `benchmarks/compare.py` runs the same comparison on the built-in examples over five seeds."""
 
 OBJECTIVE_HELP = {"npo": "NPO", "simnpo": "SimNPO", "grad_ascent": "gradient ascent", "grad_diff": "gradient difference",
-                  "idk": "IDK (train a refusal)", "idk_npo": "IDK + NPO (a refusal, and the fact pushed down)",
+                  "idk": "IDK (train a refusal)", "idk_npo": "IDK + NPO (a refusal; then, where the answers stay likelier than facts "
+                  "never known, the fact pushed down to them — the default)",
                   "flat": "FLAT (forget data only)"}
 BASELINE_HEADERS = ["selection", "learning rate", "seeds", "weights selected", "forget hit % ↓", "retain kept % ↑",
                     "neighbours kept % ↑", "kept answers end % ↑", "forget gibberish % ↓", "seconds per run"]
@@ -69,8 +70,9 @@ def run_summary(res) -> str:
     st = getattr(res, "stopping", None)
     if st:
         if st.get("stopped_at"):
+            rule = str(st.get("rule", "")).removeprefix("stop when forgotten (").removesuffix(")")
             text += (f"Stopped when forgotten at step {st['stopped_at']} of a budget of {st['budget_steps']} "
-                     f"(forget answers at the level of the {st['reference']} reference, greedy answers gone). ")
+                     f"({rule}; reference: {st['reference']}). ")
         else:
             text += (f"Ran the whole budget of {st['budget_steps']} steps: the forget answers never reached the "
                      f"{st['reference']} reference level — raise the steps or the learning rate. ")
