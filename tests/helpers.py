@@ -25,3 +25,15 @@ def without_seconds(x):
     if isinstance(x, list):
         return [without_seconds(v) for v in x]
     return x
+
+
+def same_up_to_rounding(a, b, rel: float = 1e-6) -> bool:
+    """``a`` and ``b`` equal, floats up to ``rel`` (the same metrics scored in other batch shapes: float sums in
+    another order)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_up_to_rounding(a[k], b[k], rel) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_up_to_rounding(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= rel * max(abs(a), abs(b)) or a == b
+    return a == b

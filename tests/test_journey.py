@@ -12,7 +12,7 @@ from grin_ui.delta import SparseDelta
 from grin_ui.journey import run_journey
 from grin_ui.report import validate_report
 from tests import tiny
-from tests.helpers import without_seconds
+from tests.helpers import same_up_to_rounding, without_seconds
 
 TINY = dict(mask=MaskConfig("grin", 0.10, "global"), noise=NoiseConfig(0.1),
             unlearn=UnlearnConfig(objective="npo", lr=5e-3, steps=40, batch_size=8), probes=("rtn4",), utility=False)
@@ -72,7 +72,8 @@ def test_neighbours_are_evaluated_but_never_trained_on(tiny_dir):
     for state in ("original", "unlearned"):
         a, b = rep0["eval"][state], rep1["eval"][state]
         for s in ("forget", "retain", "holdout"):
-            assert without_seconds(a[s]) == without_seconds(b[s])
+            # the neighbours join the evaluation batches: the same figures up to float rounding
+            assert same_up_to_rounding(without_seconds(a[s]), without_seconds(b[s]))
         assert "neighbours" not in a and b["neighbours"]["n"] == len(NEIGHBOURS)
     assert rep1["eval"]["original"]["neighbours"]["answer_hit_rate"] == 1.0  # known facts before unlearning
     assert rep1["data"]["neighbours"]["n"] == 4 and "neighbours" not in rep0["data"]
