@@ -94,6 +94,13 @@ def _mean_nlls(model, groups: list[list], pad: int, batch_size: int = 32) -> lis
     return out
 
 
+def npo_weights(check, questions: list[str]) -> torch.Tensor:
+    """answer_level: 1 for each of ``questions`` that the latest check of ``check`` (or None) chose to push with
+    NPO, else 0."""
+    pushed = (check.pushed if check is not None else None) or {}
+    return torch.tensor([float(pushed.get(q, False)) for q in questions])
+
+
 @dataclass
 class ForgetCheck:
     """The stop-when-forgotten check for one run (module docstring). Call it with the model at a step."""

@@ -36,6 +36,7 @@ from grin_ui.objectives import (OBJECTIVES, REFUSALS, USES_FORGET_REFERENCE, USE
                                 joint_step_batch, reference_sequence_logprobs, reference_topk)
 from grin_ui.placement import input_device
 from grin_ui.rowgrad import row_gradients
+from grin_ui.stopping import ForgetCheck, npo_weights
 from grin_ui.tokens import pad_id
 
 ADAM_BETAS = (0.9, 0.999)
@@ -414,17 +415,13 @@ def unlearn(model, tokenizer, forget: list[Record], retain: list[Record], mask, 
         if check is not None and check.checks:  # the reference level the latest check measured (npo_hinge)
             b.level = check.checks[-1].get("reference_nll")
         if cfg.answer_level and cfg.objective == "idk_npo":  # NPO only where a stop check asks for it (stopping)
-            pushed = (check.pushed if check is not None else None) or {}
-            b.npo_weight = torch.tensor([float(pushed.get(q, False))
-                                         for q in data.forget_questions[step % len(data.forget)]])
+            b.npo_weight = npo_weights(check, data.forget_questions[step % len(data.forget)])
             if not b.npo_weight.any():  # no NPO term: the forget answers stay out of the step's forward pass
                 b.forget = b.forget_ref = None
         return fn(model, joint_step_batch(model, b, cfg), cfg)
 
     stopped_at: list[int] = []
     if cfg.stop_when_forgotten and check is None:
-        from grin_ui.stopping import ForgetCheck
-
         check = ForgetCheck.build(tokenizer, forget, holdout, cfg, max_tokens, retain=retain)
         check.calibrate(model)
     every = max(1, cfg.stop_check_every)

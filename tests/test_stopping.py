@@ -27,6 +27,20 @@ def _last_label(batch):
     return [int(row[row != -100][-1]) for row in labels]
 
 
+def _record_idk_npo(monkeypatch, pick) -> list:
+    """Wrap the idk_npo objective so that each step appends ``pick(batch)`` to the returned list."""
+    from grin_ui import objectives
+
+    seen, real = [], objectives.OBJECTIVES["idk_npo"]
+
+    def recording(model, batch, cfg):
+        seen.append(pick(batch))
+        return real(model, batch, cfg)
+
+    monkeypatch.setitem(objectives.OBJECTIVES, "idk_npo", recording)
+    return seen
+
+
 def test_retain_and_refusal_answers_end_with_end_of_turn(tiny_lm, tiny_sets):
     tok = tiny_lm.tokenizer
     end = end_of_answer_ids(tok)[-1]
@@ -124,16 +138,7 @@ def test_refusal_objectives_are_confirmed_greedily_at_every_check(tiny_lm, tiny_
 
 
 def test_each_step_sees_the_level_of_the_latest_check(tiny_lm, tiny_sets, monkeypatch):
-    from grin_ui import objectives
-
-    seen = []
-    real = objectives.OBJECTIVES["idk_npo"]
-
-    def recording(model, batch, cfg):
-        seen.append(batch.level)
-        return real(model, batch, cfg)
-
-    monkeypatch.setitem(objectives.OBJECTIVES, "idk_npo", recording)
+    seen = _record_idk_npo(monkeypatch, lambda batch: batch.level)
     cfg = _cfg(objective="idk_npo", answer_level=False, npo_hinge=True, stop_when_forgotten=True, steps=6,
                stop_check_every=2)
     res = unlearn_pipeline(tiny_lm, tiny_sets["forget"], tiny_sets["retain"], cfg, holdout=tiny_sets["holdout"])
@@ -176,16 +181,7 @@ def test_answer_level_pushes_the_refused_examples_still_too_likely(tiny_lm, tiny
 
 
 def test_answer_level_is_idk_until_forgotten_then_pushes_to_the_level(tiny_lm, tiny_sets, monkeypatch):
-    from grin_ui import objectives
-
-    seen = []
-    real = objectives.OBJECTIVES["idk_npo"]
-
-    def recording(model, batch, cfg):
-        seen.append(batch.npo_weight.tolist() if batch.forget is not None else None)
-        return real(model, batch, cfg)
-
-    monkeypatch.setitem(objectives.OBJECTIVES, "idk_npo", recording)
+    seen = _record_idk_npo(monkeypatch, lambda batch: batch.npo_weight.tolist() if batch.forget is not None else None)
     forget, retain, holdout = tiny_sets["forget"], tiny_sets["retain"], tiny_sets["holdout"]
     common = dict(stop_when_forgotten=True, stop_check_every=2, stop_keep_margin=-1.0, steps=24)
     ref = unlearn_pipeline(tiny_lm, forget, retain, _cfg(objective="idk", **common), holdout=holdout)
@@ -207,16 +203,7 @@ def test_answer_level_is_idk_until_forgotten_then_pushes_to_the_level(tiny_lm, t
 
 
 def test_answer_level_without_a_check_is_idk(tiny_lm, tiny_sets, monkeypatch):
-    from grin_ui import objectives
-
-    seen = []
-    real = objectives.OBJECTIVES["idk_npo"]
-
-    def recording(model, batch, cfg):
-        seen.append(batch.forget)
-        return real(model, batch, cfg)
-
-    monkeypatch.setitem(objectives.OBJECTIVES, "idk_npo", recording)
+    seen = _record_idk_npo(monkeypatch, lambda batch: batch.forget)
     # no stop check (rule off) or no reference: nothing says the answers are too likely, so NPO never pushes
     forget, retain = tiny_sets["forget"], tiny_sets["retain"]
     runs = []
