@@ -32,6 +32,7 @@ def earlier_generate(rev: str):
     path.write_text(text)
     spec = importlib.util.spec_from_file_location("earlier_generation", path)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod.generate
 

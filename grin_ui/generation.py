@@ -14,6 +14,7 @@ from grin_ui import cancel
 from grin_ui.data import end_of_answer_ids, prompt_ids
 from grin_ui.placement import input_device
 from grin_ui.prefix import cache_keyword, cache_of, forward_params, prompt_pass
+from grin_ui.smallbatch import small_batch_linears
 from grin_ui.tokens import pad_id
 
 
@@ -41,7 +42,6 @@ def stop_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-@torch.inference_mode()
 def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 64,
                      batch_size: int = 16) -> list[Generation]:
     """Greedy continuations of token-id prompts, in input order.
@@ -52,7 +52,13 @@ def generate_details(model, tokenizer, prompts: list[list[int]], max_new_tokens:
     talking — a runaway answer — no longer drag the finished ones along to the token limit; the batch ends when
     every row has finished. The opening every prompt of a batch shares (the chat template's system prompt, at least
     :data:`grin_ui.prefix.MIN_PREFIX` tokens) is run once and its cache repeated for the rows. The current action's
-    cancel flag is checked at every token (grin_ui.cancel)."""
+    cancel flag is checked at every token (grin_ui.cancel). The decoding steps' linear layers take the small-batch
+    form (grin_ui.smallbatch)."""
+    with torch.inference_mode(), small_batch_linears(model):
+        return _generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+
+
+def _generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[Generation]:
     device = input_device(model)
     pad = pad_id(tokenizer)
     stops = torch.tensor(sorted(stop_ids(model, tokenizer)), dtype=torch.long, device=device)

@@ -87,11 +87,23 @@ def _mean_nlls(model, groups: list[list], pad: int, batch_size: int = 32) -> lis
     from grin_ui.evaluate import score_items
 
     stats = iter(score_items(model, [it for g in groups for it in g], pad, batch_size))
-    out = []
-    for g in groups:
-        vals = [s.nll for s in (next(stats) for _ in g) if s.n > 0]
-        out.append(sum(vals) / len(vals) if vals else float("nan"))
-    return out
+    return [_mean_of([s.nll if s.n > 0 else None for s in (next(stats) for _ in g)]) for g in groups]
+
+
+def _within(stats, whole, item) -> float | None:
+    """The mean NLL per token of ``item``'s labelled tokens, from ``stats`` (grin_ui.evaluate.SeqStats) of
+    ``whole``: the same token ids labelled on every answer token, a superset of ``item``'s labels. None when
+    ``item`` has no labelled token."""
+    from grin_ui.evaluate import SeqStats
+
+    keep = torch.tensor([b != -100 for a, b in zip(whole.labels[1:], item.labels[1:]) if a != -100])
+    return SeqStats(stats.logprobs[keep]).nll if keep.any() else None
+
+
+def _mean_of(vals: list) -> float:
+    """The mean of the values that are not None (nan when none is)."""
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else float("nan")
 
 
 def npo_weights(check, questions: list[str]) -> torch.Tensor:
@@ -180,7 +192,13 @@ class ForgetCheck:
         model.eval()
         try:
             pad = pad_id(self.tokenizer)
-            f_nll, r_nll = _mean_nlls(model, [self.forget_items, self.reference_items], pad)
+            whole = self._whole_answers(model) if self.answer_items else None
+            if whole is None:
+                f_nll, r_nll = _mean_nlls(model, [self.forget_items, self.reference_items], pad)
+            else:  # the fact's tokens are among the whole answers' (same ids): one pass gives both levels
+                f_nll, r_nll = (_mean_of([_within(*t) for t in zip(stats, wholes, items)]) for stats, wholes, items in
+                                ((whole[0], self.answer_items, self.forget_items),
+                                 (whole[1], self.reference_answer_items, self.reference_items)))
             r_nll = r_nll if self.reference_items else None
             reached = r_nll is None or f_nll >= r_nll - self.margin
             m = {"step": step, "forget_nll": f_nll, "reference_nll": r_nll, "level_reached": reached}
@@ -190,8 +208,8 @@ class ForgetCheck:
                 rate = sum(answered) / len(self.forget_items)
                 m["hit_rate"] = rate
                 stop = rate <= self.hit_rate
-                if self.answer_items:  # the level of the whole answers (what membership inference scores)
-                    own = self._answer_level(model, m)
+                if whole is not None:  # the level of the whole answers (what membership inference scores)
+                    own = self._answer_level(whole, m)
             elif reached:
                 stop = r_nll is not None
             if stop and self.retain_items and self.retain_base is not None and self.keep_margin >= 0:
@@ -216,16 +234,22 @@ class ForgetCheck:
         self.checks.append(m)
         return m
 
-    def _answer_level(self, model, m: dict) -> list[float]:
-        """answer_level: the forget and reference answers' NLL per token over every token; into ``m`` their means,
-        the LOSS membership-inference AUC between them and whether it is at most ``level_auc`` (the level is
-        reached). Returns the forget examples' own NLLs."""
+    def _whole_answers(self, model) -> tuple[list, list]:
+        """answer_level: the token log-probs of the forget and of the reference answers over every answer token,
+        scored in one pass."""
         from grin_ui.evaluate import score_items
-        from grin_ui.metrics import auc
 
         stats = score_items(model, self.answer_items + self.reference_answer_items, pad_id(self.tokenizer), 32)
-        own = [s.nll for s in stats[: len(self.answer_items)]]
-        ref = [s.nll for s in stats[len(self.answer_items):] if s.n > 0]
+        return stats[: len(self.answer_items)], stats[len(self.answer_items):]
+
+    def _answer_level(self, whole: tuple[list, list], m: dict) -> list[float]:
+        """answer_level: from the whole answers' scores (:meth:`_whole_answers`), into ``m`` the forget and
+        reference answers' mean NLL per token, the LOSS membership-inference AUC between them and whether it is at
+        most ``level_auc`` (the level is reached). Returns the forget examples' own NLLs."""
+        from grin_ui.metrics import auc
+
+        own = [s.nll for s in whole[0]]
+        ref = [s.nll for s in whole[1] if s.n > 0]
         self.reference_median = float(torch.tensor(ref).median())
         m["answer_nll"], m["reference_answer_nll"] = sum(own) / len(own), sum(ref) / len(ref)
         m["answer_auc"] = auc([-x for x in own], [-x for x in ref])

@@ -180,6 +180,26 @@ def test_answer_level_pushes_the_refused_examples_still_too_likely(tiny_lm, tiny
         assert not other.answer_items and "answer_nll" not in other(tiny_lm.model, 0)
 
 
+def test_answer_level_takes_both_levels_from_one_pass(tiny_lm, tiny_sets, monkeypatch):
+    from grin_ui import evaluate
+    from grin_ui.stopping import ForgetCheck, _mean_nlls
+
+    cfg = UnlearnConfig(objective="idk_npo", answer_level=True)
+    check = ForgetCheck.build(tiny_lm.tokenizer, tiny_sets["forget"], tiny_sets["holdout"], cfg)
+    # the fact's tokens are fewer than the whole answer's: the two levels differ
+    assert [it.input_ids for it in check.forget_items] == [it.input_ids for it in check.answer_items]
+    assert any(a.labels != b.labels for a, b in zip(check.forget_items, check.answer_items))
+    want = _mean_nlls(tiny_lm.model, [check.forget_items, check.reference_items], pad_id(tiny_lm.tokenizer))
+    passes = []
+    real = evaluate.score_items
+    monkeypatch.setattr(evaluate, "score_items", lambda *a, **k: passes.append(len(a[1])) or real(*a, **k))
+    m = check(tiny_lm.model, 0)
+    assert passes == [len(check.answer_items) + len(check.reference_answer_items)]  # one scoring pass in all
+    assert m["forget_nll"] == pytest.approx(want[0], rel=1e-5)
+    assert m["reference_nll"] == pytest.approx(want[1], rel=1e-5)
+    assert m["forget_nll"] != pytest.approx(m["answer_nll"], rel=1e-3)
+
+
 def test_answer_level_is_idk_until_forgotten_then_pushes_to_the_level(tiny_lm, tiny_sets, monkeypatch):
     seen = _record_idk_npo(monkeypatch, lambda batch: batch.npo_weight.tolist() if batch.forget is not None else None)
     forget, retain, holdout = tiny_sets["forget"], tiny_sets["retain"], tiny_sets["holdout"]
