@@ -229,5 +229,7 @@ def test_cli_selection_variants(tiny_dir, tmp_path):
     assert mag["config"]["mask"]["selector"] == "magnitude" and mag["mask"]["selector"] == "magnitude"
     for other in (fisher, norm, mag):  # each knob changes which weights are selected
         assert other["mask"]["density"]["values"] != plain["mask"]["density"]["values"]
-    assert plain["mask"]["threshold_log10"] is not None and fisher["mask"]["threshold_log10"] is not None
+    # the score-threshold selections record their threshold, each statistic its own
+    assert all(isinstance(r["mask"]["threshold_log10"], float) for r in (plain, fisher))
+    assert plain["mask"]["threshold_log10"] != fisher["mask"]["threshold_log10"]
     assert norm["mask"]["threshold_log10"] is None and mag["mask"]["threshold_log10"] is None
