@@ -105,6 +105,11 @@ class UnlearnConfig:
     stop_keep_margin: float = 0.1  # and kept: retain answers' NLL within this many nats of the start (< 0: off)
     dynamics_every: int = 0  # record per-example answer log-probs every N steps (grin_ui.dynamics; 0: off)
 
+    @property
+    def uses_answer_level(self) -> bool:
+        """Whether ``answer_level`` applies: it shapes IDK+NPO only."""
+        return self.answer_level and self.objective == "idk_npo"
+
 
 @dataclass
 class EvalConfig:

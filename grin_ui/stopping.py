@@ -157,7 +157,7 @@ class ForgetCheck:
         keep = cfg.stop_keep_margin if retain else -1.0
         kept = [r for r in _sample(list(retain)) if r.is_qa] if retain and keep >= 0 else []
         r_items = encode(kept, tokenizer, max_tokens).items if kept else []
-        level = cfg.answer_level and cfg.objective == "idk_npo" and ref != "none"
+        level = cfg.uses_answer_level and ref != "none"
         check = cls(tokenizer, forget, items, ref, ref_items, cfg.stop_margin, cfg.stop_hit_rate,
                     cfg.stop_check_tokens, cfg.objective in USES_REFUSAL - USES_FORGET_REFERENCE or level,
                     r_items, kept, keep)

@@ -414,7 +414,7 @@ def unlearn(model, tokenizer, forget: list[Record], retain: list[Record], mask, 
         b = data.step_batch(step)
         if check is not None and check.checks:  # the reference level the latest check measured (npo_hinge)
             b.level = check.checks[-1].get("reference_nll")
-        if cfg.answer_level and cfg.objective == "idk_npo":  # NPO only where a stop check asks for it (stopping)
+        if cfg.uses_answer_level:  # NPO only where a stop check asks for it (stopping)
             b.npo_weight = npo_weights(check, data.forget_questions[step % len(data.forget)])
             if not b.npo_weight.any():  # no NPO term: the forget answers stay out of the step's forward pass
                 b.forget = b.forget_ref = None
