@@ -30,7 +30,7 @@ from grin_ui.fluency import answer_nll, fluency_summary, gibberish_threshold, lo
 from grin_ui.generation import generate_details
 from grin_ui.objectives import label_logits
 from grin_ui.placement import input_device
-from grin_ui.prefix import can_share_prompts, shared_prompt_logprobs
+from grin_ui.prefix import can_share_prompts, openings_reused, shared_prompt_logprobs
 from grin_ui.tokens import pad_id
 
 MIA_ATTACKS = ("loss", "zlib", "mink", "minkpp")
@@ -232,12 +232,13 @@ def add_gibberish(model, tokenizer, original_eval: dict, *evals: dict, batch_siz
             for e, v in zip(exs, answer_nll(model, tokenizer, qs, [e["generation"] for e in exs], batch_size)):
                 e["gibberish_nll"] = v
 
-    score(original_eval)
+    with openings_reused(model):  # one model state throughout: the prompt openings' keys and values are reused
+        score(original_eval)
+        for ev in evals:
+            score(ev)
     own = [e.get("gibberish_nll") for name in FLUENCY_SETS for e in original_eval.get(name, {}).get("examples", [])]
     cut = gibberish_threshold(own)
     for ev in (original_eval, *evals):
-        if ev is not original_eval:
-            score(ev)
         for name in FLUENCY_SETS:
             exs = [e for e in ev.get(name, {}).get("examples") or [] if "generation" in e]
             if exs:
@@ -391,45 +392,46 @@ def evaluate_sets(
     was_training = model.training
     model.eval()
     try:
-        named = {name: recs for name, recs in ((n, list(getattr(r, "records", r) or [])) for n, r in sets.items())
-                 if recs}
-        encs = {name: encode(recs, tokenizer, limit, add_end=False) for name, recs in named.items()}
-        # greedy answers and truth ratios: one batched pass over every set (fuller batches, fewer decoding steps)
-        talk = [name for name in named if _generates(name, cfg)]
-        prompts = [it.input_ids[: it.prompt_len] for name in talk for it in encs[name].items]
-        if prompts:
-            say(f"Generating the answers of the {', '.join(talk)} set{'s' if len(talk) > 1 else ''} "
-                f"({len(prompts)} questions)")
-        gens = dict(zip(talk, _split(generate_details(model, tokenizer, prompts, cfg.max_new_tokens,
-                                                      cfg.gen_batch_size) if prompts else [],
-                                     [len(named[n]) for n in talk])))
-        every = [r for recs in named.values() for r in recs]
-        if cfg.truth_ratio:
-            say("Truth ratios: paraphrased and perturbed answers")
-        ratios = dict(zip(named, _split(_truth_ratios(model, tokenizer, every, cfg, limit) if cfg.truth_ratio
-                                        else [None] * len(every), [len(recs) for recs in named.values()])))
-        say("Scoring the answers")
-        stats = dict(zip(named, _split(score_items(model, [it for e in encs.values() for it in e.items],
-                                                   pad_id(tokenizer), cfg.batch_size, with_distribution=True),
-                                       [len(recs) for recs in named.values()])))
-        for name, records in named.items():
-            out[name] = _evaluate_set(tokenizer, name, records, encs[name], cfg, stats[name],
-                                      gens.get(name, [None] * len(records)), ratios[name])
-            kept[name] = (stats[name], [r.answer if r.is_qa else r.text for r in records])
-        if "forget" in kept and "holdout" in kept:
-            say("Membership inference: forget vs holdout")
-            out["mia"] = _mia(*kept["forget"], *kept["holdout"], cfg.k)
-        if reference_truth_ratios is not None and "forget" in out:
-            trs = [e["truth_ratio"] for e in out["forget"]["examples"] if "truth_ratio" in e]
-            if cfg.max_listed_examples is not None and len(trs) < out["forget"].get("truth_ratio_n", 0):
-                raise GrinError("Forget quality needs every forget example listed (max_listed_examples=None).")
-            out["forget"]["forget_quality"] = M.forget_quality(trs, list(reference_truth_ratios))
-        if utility:
-            say("Utility: general-text perplexity and multiple-choice accuracy")
-            out["utility"] = utility_metrics(model, tokenizer, cfg)
-        sem = _semeval(out)
-        if sem is not None:
-            out["semeval"] = sem
+        with openings_reused(model):  # the weights stay fixed: the prompt openings' keys and values are reused
+            named = {name: recs for name, recs in ((n, list(getattr(r, "records", r) or [])) for n, r in sets.items())
+                     if recs}
+            encs = {name: encode(recs, tokenizer, limit, add_end=False) for name, recs in named.items()}
+            # greedy answers and truth ratios: one batched pass over every set (fuller batches, fewer decoding steps)
+            talk = [name for name in named if _generates(name, cfg)]
+            prompts = [it.input_ids[: it.prompt_len] for name in talk for it in encs[name].items]
+            if prompts:
+                say(f"Generating the answers of the {', '.join(talk)} set{'s' if len(talk) > 1 else ''} "
+                    f"({len(prompts)} questions)")
+            gens = dict(zip(talk, _split(generate_details(model, tokenizer, prompts, cfg.max_new_tokens,
+                                                          cfg.gen_batch_size) if prompts else [],
+                                         [len(named[n]) for n in talk])))
+            every = [r for recs in named.values() for r in recs]
+            if cfg.truth_ratio:
+                say("Truth ratios: paraphrased and perturbed answers")
+            ratios = dict(zip(named, _split(_truth_ratios(model, tokenizer, every, cfg, limit) if cfg.truth_ratio
+                                            else [None] * len(every), [len(recs) for recs in named.values()])))
+            say("Scoring the answers")
+            stats = dict(zip(named, _split(score_items(model, [it for e in encs.values() for it in e.items],
+                                                       pad_id(tokenizer), cfg.batch_size, with_distribution=True),
+                                           [len(recs) for recs in named.values()])))
+            for name, records in named.items():
+                out[name] = _evaluate_set(tokenizer, name, records, encs[name], cfg, stats[name],
+                                          gens.get(name, [None] * len(records)), ratios[name])
+                kept[name] = (stats[name], [r.answer if r.is_qa else r.text for r in records])
+            if "forget" in kept and "holdout" in kept:
+                say("Membership inference: forget vs holdout")
+                out["mia"] = _mia(*kept["forget"], *kept["holdout"], cfg.k)
+            if reference_truth_ratios is not None and "forget" in out:
+                trs = [e["truth_ratio"] for e in out["forget"]["examples"] if "truth_ratio" in e]
+                if cfg.max_listed_examples is not None and len(trs) < out["forget"].get("truth_ratio_n", 0):
+                    raise GrinError("Forget quality needs every forget example listed (max_listed_examples=None).")
+                out["forget"]["forget_quality"] = M.forget_quality(trs, list(reference_truth_ratios))
+            if utility:
+                say("Utility: general-text perplexity and multiple-choice accuracy")
+                out["utility"] = utility_metrics(model, tokenizer, cfg)
+            sem = _semeval(out)
+            if sem is not None:
+                out["semeval"] = sem
     finally:
         model.train(was_training)
     out["seconds"] = time.perf_counter() - t0

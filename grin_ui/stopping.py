@@ -61,6 +61,7 @@ import torch
 from grin_ui.config import UnlearnConfig
 from grin_ui.data import Record, encode
 from grin_ui.generation import generate_ids
+from grin_ui.prefix import openings_reused
 from grin_ui.tokens import pad_id
 from grin_ui.metrics import answer_hit
 
@@ -181,8 +182,9 @@ class ForgetCheck:
             was_training = model.training
             model.eval()
             try:
-                self.retain_base = _mean_nll(model, self.retain_items, pad_id(self.tokenizer))
-                self.retain_hits_base = self._hits(model, self.retain, self.retain_items)
+                with openings_reused(model):  # the weights stay fixed during the check
+                    self.retain_base = _mean_nll(model, self.retain_items, pad_id(self.tokenizer))
+                    self.retain_hits_base = self._hits(model, self.retain, self.retain_items)
             finally:
                 model.train(was_training)
 
@@ -191,44 +193,46 @@ class ForgetCheck:
         was_training = model.training
         model.eval()
         try:
-            pad = pad_id(self.tokenizer)
-            whole = self._whole_answers(model) if self.answer_items else None
-            if whole is None:
-                f_nll, r_nll = _mean_nlls(model, [self.forget_items, self.reference_items], pad)
-            else:  # the fact's tokens are among the whole answers' (same ids): one pass gives both levels
-                f_nll, r_nll = (_mean_of([_within(*t) for t in zip(stats, wholes, items)]) for stats, wholes, items in
-                                ((whole[0], self.answer_items, self.forget_items),
-                                 (whole[1], self.reference_answer_items, self.reference_items)))
-            r_nll = r_nll if self.reference_items else None
-            reached = r_nll is None or f_nll >= r_nll - self.margin
-            m = {"step": step, "forget_nll": f_nll, "reference_nll": r_nll, "level_reached": reached}
-            stop = False
-            if (reached or self.greedy_always) and all(r.is_qa for r in self.forget):
-                answered = self._answered(model, self.forget, self.forget_items)
-                rate = sum(answered) / len(self.forget_items)
-                m["hit_rate"] = rate
-                stop = rate <= self.hit_rate
-                if whole is not None:  # the level of the whole answers (what membership inference scores)
-                    own = self._answer_level(whole, m)
-            elif reached:
-                stop = r_nll is not None
-            if stop and self.retain_items and self.retain_base is not None and self.keep_margin >= 0:
-                m["retain_nll"] = _mean_nll(model, self.retain_items, pad)
-                m["retain_nll_start"] = self.retain_base
-                stop = m["retain_nll"] <= self.retain_base + self.keep_margin
-                if stop and self.retain_hits_base is not None:
-                    m["retain_hits"] = self._hits(model, self.retain, self.retain_items)
-                    m["retain_hits_start"] = self.retain_hits_base
-                    stop = m["retain_hits"] >= self.retain_hits_base - 1
-            if self.answer_items and "answer_nll" in m:  # forgotten and kept, but still too likely: NPO from now on
-                self.npo_phase = self.npo_phase or (stop and not m["level_reached"])
-                if self.npo_phase:
-                    level = self.reference_median
-                    self.pushed = {r.question: bool(not a and n < level)
-                                   for r, a, n in zip(self.forget, answered, own)}
-                    m["pushed"] = sum(self.pushed.values())
-                stop = stop and m["level_reached"]
-            m["stop"] = stop
+            with openings_reused(model):  # the weights stay fixed during the check
+                pad = pad_id(self.tokenizer)
+                whole = self._whole_answers(model) if self.answer_items else None
+                if whole is None:
+                    f_nll, r_nll = _mean_nlls(model, [self.forget_items, self.reference_items], pad)
+                else:  # the fact's tokens are among the whole answers' (same ids): one pass gives both levels
+                    f_nll, r_nll = (_mean_of([_within(*t) for t in zip(stats, wholes, items)])
+                                    for stats, wholes, items in
+                                    ((whole[0], self.answer_items, self.forget_items),
+                                     (whole[1], self.reference_answer_items, self.reference_items)))
+                r_nll = r_nll if self.reference_items else None
+                reached = r_nll is None or f_nll >= r_nll - self.margin
+                m = {"step": step, "forget_nll": f_nll, "reference_nll": r_nll, "level_reached": reached}
+                stop = False
+                if (reached or self.greedy_always) and all(r.is_qa for r in self.forget):
+                    answered = self._answered(model, self.forget, self.forget_items)
+                    rate = sum(answered) / len(self.forget_items)
+                    m["hit_rate"] = rate
+                    stop = rate <= self.hit_rate
+                    if whole is not None:  # the level of the whole answers (what membership inference scores)
+                        own = self._answer_level(whole, m)
+                elif reached:
+                    stop = r_nll is not None
+                if stop and self.retain_items and self.retain_base is not None and self.keep_margin >= 0:
+                    m["retain_nll"] = _mean_nll(model, self.retain_items, pad)
+                    m["retain_nll_start"] = self.retain_base
+                    stop = m["retain_nll"] <= self.retain_base + self.keep_margin
+                    if stop and self.retain_hits_base is not None:
+                        m["retain_hits"] = self._hits(model, self.retain, self.retain_items)
+                        m["retain_hits_start"] = self.retain_hits_base
+                        stop = m["retain_hits"] >= self.retain_hits_base - 1
+                if self.answer_items and "answer_nll" in m:  # forgotten and kept, but still too likely: NPO from now on
+                    self.npo_phase = self.npo_phase or (stop and not m["level_reached"])
+                    if self.npo_phase:
+                        level = self.reference_median
+                        self.pushed = {r.question: bool(not a and n < level)
+                                       for r, a, n in zip(self.forget, answered, own)}
+                        m["pushed"] = sum(self.pushed.values())
+                    stop = stop and m["level_reached"]
+                m["stop"] = stop
         finally:
             model.train(was_training)
         self.checks.append(m)

@@ -1,5 +1,6 @@
 """The shared-opening forward (grin_ui.prefix): the same logits as one plain pass, over fewer tokens."""
 
+import copy
 import functools
 
 import torch
@@ -79,7 +80,7 @@ def test_shared_prompt_logprobs_run_each_prompt_once_with_the_scores_of_plain_pa
 
     @functools.wraps(forward)
     def counting(self, *a, **k):
-        calls.append(k["input_ids"].shape[0])
+        calls.append(tuple(k["input_ids"].shape))
         return forward(self, *a, **k)
 
     monkeypatch.setattr(type(model), "forward", counting)
@@ -87,7 +88,65 @@ def test_shared_prompt_logprobs_run_each_prompt_once_with_the_scores_of_plain_pa
     assert len(got) == len(want) == 20 and len(got[1]) == len(want[1]) == len(items[1].labels) - items[1].prompt_len - 1
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
-    # 5 prompts of 4 answers, at most 8 answers per pass: 3 passes over prompts (2 + 2 + 1 rows, after their shared
-    # opening at batch size 1 where they have one) and 3 over the answers (8 + 8 + 4 rows)
-    answer_rows = [c for c in calls if c in (8, 4)]
-    assert answer_rows == [8, 8, 4] and sum(c in (2, 1) for c in calls) >= 3
+    # 5 prompts of 4 answers, at most 8 answers per pass: one pass over the 5 prompts (after their shared opening at
+    # batch size 1 where they have one), then 3 over the answers (8 + 8 + 4 rows), sorted by length: each pass is
+    # as wide as its longest answer among the sorted ones
+    lengths = sorted(len(it.input_ids) - it.prompt_len for it in items)
+    assert [c for c in calls if c[0] != 1][1:] == [(8, lengths[7]), (8, lengths[15]), (4, lengths[19])]
+    assert calls[-4][0] == 5
+    # at most 2 prompts per pass: 3 prompt passes (2 + 2 + 1), each followed by its answers (8, 8, 4 rows; the
+    # one-row prompt pass is left out below with the openings)
+    calls.clear()
+    again = shared_prompt_logprobs(model, items, tok.pad_token_id, max_rows=8, max_prompts=2)
+    assert [c[0] for c in calls if c[0] != 1] == [2, 8, 2, 8, 4]
+    for g, w in zip(again, want):
+        torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-4)
+
+
+def test_openings_reused_within_the_block_only_for_its_model(tiny_lm, monkeypatch):
+    from grin_ui import prefix
+    from grin_ui.prefix import openings_reused
+
+    monkeypatch.setattr(prefix, "MIN_PREFIX", 4)
+    model = tiny_lm.model
+    g = torch.Generator().manual_seed(0)
+    opening = torch.randint(5, model.config.vocab_size, (10,), generator=g)
+
+    def batch(head: torch.Tensor, n: int = 3, rest: int = 6) -> torch.Tensor:
+        return torch.cat([head.expand(n, -1), torch.randint(5, model.config.vocab_size, (n, rest), generator=g)], 1)
+
+    a = batch(opening)
+    b = batch(torch.cat([opening[:7], torch.randint(5, model.config.vocab_size, (5,), generator=g)]))  # 12 shared
+    calls = []
+    forward = type(model).forward
+
+    @functools.wraps(forward)
+    def counting(self, *args, **kw):
+        calls.append(tuple(kw["input_ids"].shape))
+        return forward(self, *args, **kw)
+
+    monkeypatch.setattr(type(model), "forward", counting)
+
+    def logits(ids):
+        keep = torch.arange(ids.shape[1] - 4, ids.shape[1] - 1)
+        with torch.no_grad():
+            return label_positions_logits(model, ids, torch.ones_like(ids), keep)
+
+    plain = {k: logits(ids) for k, ids in (("a", a), ("b", b))}
+    assert calls == [(1, 10), (3, 6), (1, 12), (3, 6)]  # outside the block every opening runs
+    calls.clear()
+    with openings_reused(model):
+        first, again, other = logits(a), logits(a), logits(b)
+    # a's opening once; then none for a again; b runs only its 5 tokens after the 7 it shares with a's opening
+    assert calls == [(1, 10), (3, 6), (3, 6), (1, 5), (3, 6)]
+    for got, want in ((first, plain["a"]), (again, plain["a"]), (other, plain["b"])):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    calls.clear()
+    logits(a)  # the block is over: nothing kept
+    assert calls == [(1, 10), (3, 6)]
+    # a block for another model (a copy with the same weights) keeps nothing for this one: its openings run each time
+    twin = copy.deepcopy(model)
+    calls.clear()
+    with openings_reused(twin):
+        logits(a), logits(a)
+    assert calls == [(1, 10), (3, 6), (1, 10), (3, 6)]
