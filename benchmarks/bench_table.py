@@ -49,6 +49,7 @@ ROWS = [
     ("scoring_activation_bytes", "activations (saved for backward), bytes"),
     ("masked_step_ratio", "masked step (GRIN 1 %) ÷ unmasked step (selector none)"),
     ("masked_step_ratio_vs_full_adamw", "masked step ÷ plain full-model AdamW step"),
+    ("masked_sampled_vs_dense_ratio", "masked step ÷ the same with dense weight gradients (sampled products off)"),
     ("masked_row_step_ratio", "masked step at the row scope (GRIN 1 %, selected rows' gradients only) ÷ unmasked"),
     ("masked_row_step_s", "masked step at the row scope, s"),
     ("masked_step_s", "masked step, s"),

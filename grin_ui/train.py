@@ -7,8 +7,8 @@ Guarantees of a masked run:
   * only masked entries change; every unmasked entry stays bit-identical (updates are written with
     ``index_copy_`` at the masked flat indices only);
   * a tensor with no masked entry is frozen (requires_grad False), so its weight gradient is never computed; a
-    linear weight whose mask is a few whole rows (the "row" scope) gets the gradient of those rows only
-    (grin_ui.rowgrad);
+    linear weight whose mask is a few whole rows (the "row" scope) gets the gradient of those rows only, one with a
+    small share of scattered entries the gradient of those entries only (grin_ui.rowgrad);
   * AdamW runs on flat buffers of the masked entries (:class:`MaskedAdamW`): optimizer state is 2 floats per masked
     entry (3 for bf16/fp16 models: plus an fp32 master copy, so small updates are not rounded away), gradient
     clipping and weight decay see the masked entries only;
@@ -145,9 +145,9 @@ def train_masked(model: torch.nn.Module, loss_fn, steps: int, masks: dict[str, t
     only when ``cancel`` is given.
     progress(step, steps, forget_value, retain_value) after each step (1-based); history: list that receives
     {step, forget_loss, retain_loss, loss, seconds} per step; stats: dict that receives optimizer_state_numel,
-    trainable_tensors, frozen_tensors, masked_entries, steps_run, row_gradient_tensors (masked linear weights whose
-    gradient is computed for their selected rows only: grin_ui.rowgrad). stop(step) -> bool, called after each step
-    (1-based): True ends the run there (the steps are then a budget).
+    trainable_tensors, frozen_tensors, masked_entries, steps_run, row_gradient_tensors and entry_gradient_tensors
+    (masked linear weights whose gradient is computed for their selected rows / entries only: grin_ui.rowgrad).
+    stop(step) -> bool, called after each step (1-based): True ends the run there (the steps are then a budget).
     Raises :class:`Cancelled` (model rolled back) when ``cancel`` fires, GrinError if the loss becomes NaN/inf.
     """
     if steps < 0:
@@ -200,7 +200,9 @@ def train_masked(model: torch.nn.Module, loss_fn, steps: int, masks: dict[str, t
     try:
         with torch.random.fork_rng(devices=[]), row_gradients(model, masks or {}) as row_grad:
             if stats is not None:
-                stats["row_gradient_tensors"] = len(row_grad)
+                kinds = list(row_grad.values())
+                stats["row_gradient_tensors"] = kinds.count("rows")
+                stats["entry_gradient_tensors"] = kinds.count("entries")
             torch.manual_seed(seed)
             for step in range(steps):
                 if is_cancelled(cancel):

@@ -37,6 +37,7 @@ def test_quick_benchmark_on_tiny_model(tiny_dir, tmp_path):
     assert res["dashboard_max_action_s"] == max(v for k, v in tabs.items() if k != "unlearning")
     assert 0 < res["masked_entries"] < res["scored_weights"]
     assert res["masked_row_step_ratio"] > 0 and res["masked_row_gradient_tensors"] > 0  # grin_ui.rowgrad in use
+    assert res["masked_entry_gradient_tensors"] > 0  # the sampled products of grin_ui.rowgrad at the global scope
     for kind in ("nf4", "fp4", "int8", "rtn4"):
         assert res[f"probe_{kind}_s"] > 0
     assert res["machine"]["cpu_count"] >= 1 and res["machine"]["torch_threads"] == 1

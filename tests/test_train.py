@@ -223,7 +223,8 @@ def test_row_scope_computes_only_the_selected_rows_and_trains_as_the_dense_gradi
     for p in params.values():
         p.grad = None
     with row_gradients(model, mask.masks) as patched:
-        assert patched == [n for n in mask.masks if params[n].dim() == 2]
+        assert list(patched) == [n for n in mask.masks if params[n].dim() == 2]
+        assert set(patched.values()) == {"rows"}
         nll(model, batch).backward()
     for n, m in mask.masks.items():
         g = params[n].grad
@@ -250,6 +251,71 @@ def test_row_scope_computes_only_the_selected_rows_and_trains_as_the_dense_gradi
     assert res2.stats["row_gradient_tensors"] == 0
     for n, p in model.named_parameters():
         assert torch.allclose(p, rows_run[n], atol=1e-5), n
+    res2.delta.undo(model)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+def test_entry_masks_get_the_sampled_gradient_of_their_entries_and_train_as_the_dense_gradient(tiny_lm, tiny_sets):
+    """grin_ui.rowgrad: a linear weight whose mask holds a small share of scattered entries (the global scope) gets
+    grad_yᵀ·x at those entries only (the sampled product) and zero elsewhere — autograd's dense gradient there — so
+    training is unchanged; matrices with a larger share keep the dense product."""
+    from grin_ui.rowgrad import MAX_ENTRY_SHARE, row_gradients
+
+    model, tok = tiny_lm.model, tiny_lm.tokenizer
+    s = compute_scores(model, tok, tiny_sets["forget"], tiny_sets["retain"], keep_forget_saliency=False)
+    mask = build_mask(scored_parameters(model), s, MaskConfig("grin", 0.02, "global"))
+    params = dict(model.named_parameters())
+    share = {n: float(m.float().mean()) for n, m in mask.masks.items() if params[n].dim() == 2 and m.any()}
+    cut = sorted(share.values())[len(share) // 2]  # a limit between the matrices' shares: both kinds occur
+    small = {n for n, v in share.items() if v <= cut}
+    assert small and set(share) - small
+    from grin_ui.data import batches, encode
+    from grin_ui.objectives import nll
+
+    batch = next(iter(batches(encode(tiny_sets["forget"], tok).items, 8, tok.pad_token_id)))
+    for p in params.values():
+        p.requires_grad_(False)
+    for n in mask.masks:
+        params[n].requires_grad_(True)
+    nll(model, batch).backward()
+    dense = {n: params[n].grad.clone() for n in mask.masks}
+    for p in params.values():
+        p.grad = None
+    with row_gradients(model, mask.masks, max_entry_share=cut) as patched:
+        assert patched == {n: "entries" for n in mask.masks if n in small}
+        nll(model, batch).backward()
+    for n, m in mask.masks.items():
+        g = params[n].grad
+        torch.testing.assert_close(g[m], dense[n][m], atol=1e-6, rtol=1e-4)
+        if n in small:
+            assert not g[~m].any(), n  # unselected entries: never computed
+        else:
+            assert torch.equal(g, dense[n]), n  # the dense product, as autograd computes it
+    assert all("forward" not in vars(mod) for mod in model.modules())
+    for p in params.values():
+        p.grad = None
+    # a whole masked run with the sampled products equals the dense one
+    before = weights(model)
+    cfg = UnlearnConfig(objective="grad_diff", lr=5e-3, steps=3, batch_size=6)
+    res = unlearn(model, tok, tiny_sets["forget"], tiny_sets["retain"], mask, cfg, seed=0)
+    assert res.stats["entry_gradient_tensors"] == sum(v <= MAX_ENTRY_SHARE for v in share.values()) > 0
+    assert res.stats["row_gradient_tensors"] == 0
+    sampled_run = weights(model)
+    res.delta.undo(model)
+    import grin_ui.train as T
+
+    real = T.row_gradients
+    T.row_gradients = lambda model, masks: real(model, {})
+    try:
+        res2 = unlearn(model, tok, tiny_sets["forget"], tiny_sets["retain"], mask, cfg, seed=0)
+    finally:
+        T.row_gradients = real
+    assert res2.stats["entry_gradient_tensors"] == 0
+    moved = 0
+    for n, p in model.named_parameters():
+        assert torch.allclose(p, sampled_run[n], atol=1e-5), n
+        moved += int((p != before[n]).sum())
+    assert moved > 0
     res2.delta.undo(model)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
