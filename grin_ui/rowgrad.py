@@ -33,45 +33,44 @@ MAX_ROW_SHARE = 0.5  # above this share of rows the dense product is as cheap
 MAX_ENTRY_SHARE = 0.05  # above this share of a matrix's entries the sampled product is not clearly cheaper
 
 
-class _RowGradLinear(torch.autograd.Function):
+class _SelectedGradLinear(torch.autograd.Function):
+    """y = x·Wᵀ + b whose backward pass computes the weight gradient with ``weight_grad(grad_y, x, weight)`` (2-D
+    grad_y and x): that of the selected rows or entries only, zero elsewhere."""
+
     @staticmethod
-    def forward(ctx, x, weight, bias, rows):
-        ctx.save_for_backward(x, weight, rows)
+    def forward(ctx, x, weight, bias, weight_grad):
+        ctx.save_for_backward(x, weight)
+        ctx.weight_grad = weight_grad
         return torch.nn.functional.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, weight, rows = ctx.saved_tensors
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_y @ weight
+        x, weight = ctx.saved_tensors
+        grad_x = grad_y @ weight if ctx.needs_input_grad[0] else None
+        grad_w = None
         if ctx.needs_input_grad[1]:
-            gy = grad_y.reshape(-1, grad_y.shape[-1]).index_select(1, rows)
-            grad_w = torch.zeros_like(weight)
-            grad_w.index_copy_(0, rows, gy.t() @ x.reshape(-1, x.shape[-1]).to(gy.dtype))
+            gy = grad_y.reshape(-1, grad_y.shape[-1])
+            grad_w = ctx.weight_grad(gy, x.reshape(-1, x.shape[-1]).to(gy.dtype), weight)
         return grad_x, grad_w, None, None
 
 
-class _EntryGradLinear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, pattern, flat):
-        ctx.save_for_backward(x, weight, flat)
-        ctx.pattern = pattern
-        return torch.nn.functional.linear(x, weight, bias)
+def _rows_grad(rows: torch.Tensor):
+    """grad_W[rows] = grad_y[:, rows]ᵀ · x."""
+    def grad(gy, x, weight):
+        out = torch.zeros_like(weight)
+        out.index_copy_(0, rows, gy.index_select(1, rows).t() @ x)
+        return out
+    return grad
 
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, weight, flat = ctx.saved_tensors
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_y @ weight
-        if ctx.needs_input_grad[1]:
-            gy = grad_y.reshape(-1, grad_y.shape[-1])
-            sampled = torch.sparse.sampled_addmm(ctx.pattern, gy.t().contiguous(),
-                                                 x.reshape(-1, x.shape[-1]).to(gy.dtype), beta=0.0)
-            grad_w = torch.zeros_like(weight)
-            grad_w.view(-1).index_copy_(0, flat, sampled.values().to(weight.dtype))
-        return grad_x, grad_w, None, None, None
+
+def _entries_grad(pattern, flat: torch.Tensor):
+    """grad_yᵀ · x at the entries of ``pattern`` (CSR; ``flat``: the same entries as flat indices)."""
+    def grad(gy, x, weight):
+        sampled = torch.sparse.sampled_addmm(pattern, gy.t().contiguous(), x, beta=0.0)
+        out = torch.zeros_like(weight)
+        out.view(-1).index_copy_(0, flat, sampled.values().to(weight.dtype))
+        return out
+    return grad
 
 
 def _entry_pattern(mask: torch.Tensor, weight: torch.Tensor, max_share: float):
@@ -115,17 +114,13 @@ def row_gradients(model: torch.nn.Module, masks: dict[str, torch.Tensor], max_sh
                 continue
             rows = selected_rows(m)
             if rows is not None and 0 < len(rows) < max_share * m.shape[0]:
-                rows = rows.to(mod.weight.device)
-                mod.forward = (lambda x, mod=mod, rows=rows:
-                               _RowGradLinear.apply(x, mod.weight, mod.bias, rows))
-                patched[name] = "rows"
+                grad, patched[name] = _rows_grad(rows.to(mod.weight.device)), "rows"
             else:
                 entries = _entry_pattern(m, mod.weight, max_entry_share)
                 if entries is None:
                     continue
-                mod.forward = (lambda x, mod=mod, entries=entries:
-                               _EntryGradLinear.apply(x, mod.weight, mod.bias, *entries))
-                patched[name] = "entries"
+                grad, patched[name] = _entries_grad(*entries), "entries"
+            mod.forward = lambda x, mod=mod, grad=grad: _SelectedGradLinear.apply(x, mod.weight, mod.bias, grad)
             mods.append(mod)
         yield patched
     finally:

@@ -13,6 +13,21 @@ def _batch(lm, records):
     return next(batches(encode(records, lm.tokenizer, add_end=True).items, len(records), lm.tokenizer.pad_token_id))
 
 
+def _count_forward_calls(model, monkeypatch) -> list[tuple]:
+    """The input_ids shape of every forward call of ``model``'s class, appended to the returned list (the wrapper
+    keeps the forward's signature: grin_ui.prefix reads it)."""
+    calls: list[tuple] = []
+    forward = type(model).forward
+
+    @functools.wraps(forward)
+    def counting(self, *a, **k):
+        calls.append(tuple(k["input_ids"].shape))
+        return forward(self, *a, **k)
+
+    monkeypatch.setattr(type(model), "forward", counting)
+    return calls
+
+
 def test_shared_prefix_stops_at_the_first_difference_padding_or_limit():
     ids = torch.tensor([[5, 6, 7, 8, 0], [5, 6, 7, 9, 9], [5, 6, 7, 8, 1]])
     mask = torch.ones_like(ids)
@@ -29,15 +44,7 @@ def test_same_logits_as_a_plain_pass_and_plain_when_training(tiny_lm, tiny_sets,
     p = shared_prefix(b["input_ids"], b["attention_mask"], 10**6)
     assert p >= 3
     keep = torch.arange(p + 2, b["input_ids"].shape[1] - 1)
-    calls = []
-    forward = type(model).forward
-
-    @functools.wraps(forward)  # the same signature: grin_ui.prefix reads it
-    def counting(self, *a, **k):
-        calls.append(k["input_ids"].shape)
-        return forward(self, *a, **k)
-
-    monkeypatch.setattr(type(model), "forward", counting)
+    calls = _count_forward_calls(model, monkeypatch)
     n, length = b["input_ids"].shape
 
     def run(min_prefix):
@@ -75,15 +82,7 @@ def test_shared_prompt_logprobs_run_each_prompt_once_with_the_scores_of_plain_pa
     items = encode(alts, tok).items
     items[1].labels[items[1].prompt_len] = -100
     want = [s.logprobs for s in score_items(model, items, tok.pad_token_id, 4)]
-    calls = []
-    forward = type(model).forward
-
-    @functools.wraps(forward)
-    def counting(self, *a, **k):
-        calls.append(tuple(k["input_ids"].shape))
-        return forward(self, *a, **k)
-
-    monkeypatch.setattr(type(model), "forward", counting)
+    calls = _count_forward_calls(model, monkeypatch)
     got = shared_prompt_logprobs(model, items, tok.pad_token_id, max_rows=8)
     assert len(got) == len(want) == 20 and len(got[1]) == len(want[1]) == len(items[1].labels) - items[1].prompt_len - 1
     for g, w in zip(got, want):
@@ -117,15 +116,7 @@ def test_openings_reused_within_the_block_only_for_its_model(tiny_lm, monkeypatc
 
     a = batch(opening)
     b = batch(torch.cat([opening[:7], torch.randint(5, model.config.vocab_size, (5,), generator=g)]))  # 12 shared
-    calls = []
-    forward = type(model).forward
-
-    @functools.wraps(forward)
-    def counting(self, *args, **kw):
-        calls.append(tuple(kw["input_ids"].shape))
-        return forward(self, *args, **kw)
-
-    monkeypatch.setattr(type(model), "forward", counting)
+    calls = _count_forward_calls(model, monkeypatch)
 
     def logits(ids):
         keep = torch.arange(ids.shape[1] - 4, ids.shape[1] - 1)

@@ -199,6 +199,38 @@ def test_masked_training_of_a_bf16_model_accumulates_small_updates(tiny_lm, tiny
     assert 0.8 < ratio < 1.25 and cosine > 0.85
 
 
+def _dense_masked_gradients(lm, sets, masks):
+    """A forget batch and autograd's dense weight gradient of its NLL for each masked tensor (every other parameter
+    frozen); the gradients are cleared afterwards, the masked tensors left trainable."""
+    from grin_ui.data import batches, encode
+    from grin_ui.objectives import nll
+
+    model, tok = lm.model, lm.tokenizer
+    batch = next(iter(batches(encode(sets["forget"], tok).items, 8, tok.pad_token_id)))
+    params = dict(model.named_parameters())
+    for p in params.values():
+        p.requires_grad_(False)
+    for n in masks:
+        params[n].requires_grad_(True)
+    nll(model, batch).backward()
+    dense = {n: params[n].grad.clone() for n in masks}
+    for p in params.values():
+        p.grad = None
+    return batch, dense
+
+
+def _unlearn_dense(lm, sets, mask, cfg):
+    """``unlearn`` with no layer patched by grin_ui.rowgrad: autograd's dense weight gradients."""
+    import grin_ui.train as T
+
+    real = T.row_gradients
+    T.row_gradients = lambda model, masks: real(model, {})
+    try:
+        return unlearn(lm.model, lm.tokenizer, sets["forget"], sets["retain"], mask, cfg, seed=0)
+    finally:
+        T.row_gradients = real
+
+
 def test_row_scope_computes_only_the_selected_rows_and_trains_as_the_dense_gradient(tiny_lm, tiny_sets):
     """grin_ui.rowgrad: at the row scope each masked linear weight gets grad_y[:, rows]ᵀ·x for its selected rows and
     zero elsewhere — the same selected-row gradient as autograd's dense product — so training is unchanged."""
@@ -209,19 +241,10 @@ def test_row_scope_computes_only_the_selected_rows_and_trains_as_the_dense_gradi
     mask = build_mask(scored_parameters(model), s, MaskConfig("grin", 0.1, "row"))
     assert all(selected_rows(m) is not None for m in mask.masks.values())
     assert selected_rows(torch.tensor([[True, False], [False, False]])) is None  # a partly selected row
-    from grin_ui.data import batches, encode
     from grin_ui.objectives import nll
 
-    batch = next(iter(batches(encode(tiny_sets["forget"], tok).items, 8, tok.pad_token_id)))
+    batch, dense = _dense_masked_gradients(tiny_lm, tiny_sets, mask.masks)
     params = dict(model.named_parameters())
-    for p in params.values():
-        p.requires_grad_(False)
-    for n in mask.masks:
-        params[n].requires_grad_(True)
-    nll(model, batch).backward()
-    dense = {n: params[n].grad.clone() for n in mask.masks}
-    for p in params.values():
-        p.grad = None
     with row_gradients(model, mask.masks) as patched:
         assert list(patched) == [n for n in mask.masks if params[n].dim() == 2]
         assert set(patched.values()) == {"rows"}
@@ -240,14 +263,7 @@ def test_row_scope_computes_only_the_selected_rows_and_trains_as_the_dense_gradi
     assert res.stats["row_gradient_tensors"] == len(patched)
     rows_run = weights(model)
     res.delta.undo(model)
-    import grin_ui.train as T
-
-    real = T.row_gradients
-    T.row_gradients = lambda model, masks: real(model, {})  # patch nothing: autograd's dense weight gradient
-    try:
-        res2 = unlearn(model, tok, tiny_sets["forget"], tiny_sets["retain"], mask, cfg, seed=0)
-    finally:
-        T.row_gradients = real
+    res2 = _unlearn_dense(tiny_lm, tiny_sets, mask, cfg)
     assert res2.stats["row_gradient_tensors"] == 0
     for n, p in model.named_parameters():
         assert torch.allclose(p, rows_run[n], atol=1e-5), n
@@ -269,18 +285,9 @@ def test_entry_masks_get_the_sampled_gradient_of_their_entries_and_train_as_the_
     cut = sorted(share.values())[len(share) // 2]  # a limit between the matrices' shares: both kinds occur
     small = {n for n, v in share.items() if v <= cut}
     assert small and set(share) - small
-    from grin_ui.data import batches, encode
     from grin_ui.objectives import nll
 
-    batch = next(iter(batches(encode(tiny_sets["forget"], tok).items, 8, tok.pad_token_id)))
-    for p in params.values():
-        p.requires_grad_(False)
-    for n in mask.masks:
-        params[n].requires_grad_(True)
-    nll(model, batch).backward()
-    dense = {n: params[n].grad.clone() for n in mask.masks}
-    for p in params.values():
-        p.grad = None
+    batch, dense = _dense_masked_gradients(tiny_lm, tiny_sets, mask.masks)
     with row_gradients(model, mask.masks, max_entry_share=cut) as patched:
         assert patched == {n: "entries" for n in mask.masks if n in small}
         nll(model, batch).backward()
@@ -302,14 +309,7 @@ def test_entry_masks_get_the_sampled_gradient_of_their_entries_and_train_as_the_
     assert res.stats["row_gradient_tensors"] == 0
     sampled_run = weights(model)
     res.delta.undo(model)
-    import grin_ui.train as T
-
-    real = T.row_gradients
-    T.row_gradients = lambda model, masks: real(model, {})
-    try:
-        res2 = unlearn(model, tok, tiny_sets["forget"], tiny_sets["retain"], mask, cfg, seed=0)
-    finally:
-        T.row_gradients = real
+    res2 = _unlearn_dense(tiny_lm, tiny_sets, mask, cfg)
     assert res2.stats["entry_gradient_tensors"] == 0
     moved = 0
     for n, p in model.named_parameters():
